@@ -1,0 +1,234 @@
+//! `restore capture`: reads disks, uploads the chunks the store does not have yet, then the
+//! chunk indexes, and commits the manifest last and atomically, so an interrupted capture
+//! leaves orphan chunks but never a snapshot that looks complete.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, ensure};
+use serde::Serialize;
+
+use crate::chunk::ChunkId;
+use crate::disk::Disk;
+use crate::disk::layout::{self, DiskLayout, TableInfo};
+use crate::disk::scan;
+use crate::manifest::{
+    self, DiskRecord, Manifest, PartitionRecord, RegionRecord, TableSectorRecord,
+};
+use crate::progress::Progress;
+use crate::store::Store;
+use crate::store::index::ChunkIndex;
+
+pub struct CaptureOptions {
+    pub store: String,
+    pub host: String,
+    pub disks: Vec<PathBuf>,
+    pub chunk_size: Option<u32>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct CaptureReport {
+    pub snapshot_id: String,
+    pub host: String,
+    pub store: String,
+    pub store_created: bool,
+    pub disks: usize,
+    pub bytes_read: u64,
+    pub chunks: u64,
+    pub zero_chunks: u64,
+    pub new_chunks: u64,
+    pub uploaded_bytes: u64,
+    pub seconds: f64,
+}
+
+#[derive(Default)]
+struct Counters {
+    bytes_read: AtomicU64,
+    chunks: AtomicU64,
+    zero_chunks: AtomicU64,
+    new_chunks: AtomicU64,
+    uploaded: AtomicU64,
+}
+
+pub fn capture(opts: &CaptureOptions, progress: &dyn Progress) -> Result<CaptureReport> {
+    let started = Instant::now();
+    manifest::valid_host(&opts.host)?;
+    ensure!(!opts.disks.is_empty(), "no disk given to capture");
+    // Open every disk and read every layout before the store is touched: bad input changes nothing.
+    let mut disks = Vec::new();
+    for path in &opts.disks {
+        let disk = Disk::open_read(path)?;
+        let layout = layout::read_layout(&disk)?;
+        disks.push((disk, layout));
+    }
+    let (store, created) = Store::open_or_create(&opts.store, opts.chunk_size)?;
+    let counters = Counters::default();
+    let now = crate::clock::now();
+    let mut records = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    for (disk, layout) in &disks {
+        let mut name = disk.name();
+        let mut n = 2;
+        while !names.insert(name.clone()) {
+            name = format!("{}-{n}", disk.name());
+            n += 1;
+        }
+        records.push(capture_disk(
+            &store, disk, layout, name, &counters, progress,
+        )?);
+    }
+    // Every chunk and index must be durable before the manifest can point at them.
+    store.sync()?;
+    let m = Manifest {
+        format: manifest::FORMAT.into(),
+        version: 1,
+        id: now.snapshot_id.clone(),
+        host: opts.host.clone(),
+        created: now.rfc3339,
+        chunk_size: store.config.chunk_size,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        disks: records,
+    };
+    let key = Manifest::key(&m.host, &m.id);
+    store.put_object(&key, &serde_json::to_vec_pretty(&m)?)?;
+    Ok(CaptureReport {
+        snapshot_id: m.id,
+        host: m.host,
+        store: store.describe(),
+        store_created: created,
+        disks: disks.len(),
+        bytes_read: counters.bytes_read.into_inner(),
+        chunks: counters.chunks.into_inner(),
+        zero_chunks: counters.zero_chunks.into_inner(),
+        new_chunks: counters.new_chunks.into_inner(),
+        uploaded_bytes: counters.uploaded.into_inner(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn capture_disk(
+    store: &Store,
+    disk: &Disk,
+    layout: &DiskLayout,
+    name: String,
+    counters: &Counters,
+    progress: &dyn Progress,
+) -> Result<DiskRecord> {
+    let mut table_sectors = Vec::new();
+    for t in &layout.table_sectors {
+        let bytes = disk.read_vec(t.offset, t.length)?;
+        let chunk = ChunkId::of(&bytes);
+        store.put_chunk(&chunk, &bytes)?;
+        table_sectors.push(TableSectorRecord {
+            name: t.name.clone(),
+            offset: t.offset,
+            length: t.length,
+            chunk,
+        });
+    }
+    let total: u64 = layout.partitions.iter().map(|p| p.size).sum::<u64>()
+        + layout
+            .unclaimed_ranges(disk.size)
+            .iter()
+            .map(|(s, e)| e - s)
+            .sum::<u64>();
+    progress.start(&format!("capture {}", disk.name()), total);
+    let mut boot_regions = Vec::new();
+    let table_end = layout
+        .table_sectors
+        .iter()
+        .filter(|t| t.name == "mbr" || t.name.starts_with("gpt-primary"))
+        .map(|t| t.offset + t.length)
+        .max()
+        .unwrap_or(0);
+    let table_end = if matches!(layout.table, TableInfo::Mbr { .. }) {
+        u64::from(disk.logical_sector_size)
+    } else {
+        table_end
+    };
+    for (start, end) in layout.unclaimed_ranges(disk.size) {
+        let region_name = if start == 0 {
+            "boot-code".to_string()
+        } else if start == table_end {
+            "post-table-gap".to_string()
+        } else {
+            format!("gap-{start}")
+        };
+        let (index, ids) = capture_range(store, disk, start, end - start, counters, progress)?;
+        let essential = region_name == "boot-code" || region_name == "post-table-gap";
+        if essential || ids.iter().any(|id| !id.is_zero_marker()) {
+            boot_regions.push(RegionRecord {
+                name: region_name,
+                offset: start,
+                length: end - start,
+                index,
+            });
+        }
+    }
+    let mut partitions = Vec::new();
+    for p in &layout.partitions {
+        let (index, ids) = capture_range(store, disk, p.offset, p.size, counters, progress)
+            .with_context(|| format!("capturing {} of {}", p.title(), disk.path.display()))?;
+        partitions.push(PartitionRecord {
+            info: p.clone(),
+            index,
+            chunks: ids.len() as u64,
+            zero_chunks: ids.iter().filter(|id| id.is_zero_marker()).count() as u64,
+        });
+    }
+    progress.finish();
+    Ok(DiskRecord {
+        name,
+        source: disk.path.display().to_string(),
+        size: disk.size,
+        logical_sector_size: disk.logical_sector_size,
+        physical_sector_size: disk.physical_sector_size,
+        identity: disk.identity.clone(),
+        table: layout.table.clone(),
+        table_sectors,
+        boot_regions,
+        partitions,
+    })
+}
+
+/// Chunks one byte range into the store and stores its index.
+fn capture_range(
+    store: &Store,
+    disk: &Disk,
+    offset: u64,
+    length: u64,
+    counters: &Counters,
+    progress: &dyn Progress,
+) -> Result<(ChunkId, Vec<ChunkId>)> {
+    let chunk_size = store.config.chunk_size;
+    let ids = scan::scan(
+        disk,
+        offset,
+        length,
+        chunk_size,
+        progress,
+        |_, bytes, id| {
+            counters
+                .bytes_read
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            counters.chunks.fetch_add(1, Ordering::Relaxed);
+            if id.is_zero_marker() {
+                counters.zero_chunks.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            let written = store.put_chunk(&id, bytes)?;
+            if written > 0 {
+                counters.new_chunks.fetch_add(1, Ordering::Relaxed);
+                counters.uploaded.fetch_add(written, Ordering::Relaxed);
+            }
+            Ok(())
+        },
+    )?;
+    let index = ChunkIndex {
+        chunk_size,
+        length,
+        chunks: ids.clone(),
+    };
+    Ok((store.put_index(&index)?, ids))
+}

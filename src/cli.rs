@@ -1,0 +1,386 @@
+//! Command-line parsing and output. Flags are parsed once into options for the core; clap
+//! types never reach capture, plan or apply.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::apply::{self, ApplyOptions};
+use crate::capture::{self, CaptureOptions};
+use crate::manifest;
+use crate::plan::{self, Mode, Plan, PlanOptions};
+use crate::progress::{self, ProgressMode};
+use crate::store::Store;
+use crate::units;
+
+/// Exit code of `plan --detailed-exitcode` when the plan has something to write.
+pub const EXIT_CHANGES: i32 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "restore",
+    version,
+    about = "Bare-metal restore that repairs only what is broken"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture disks (image files or block devices) into a store as a new snapshot.
+    Capture(CaptureArgs),
+    /// List the snapshots in a store.
+    Snapshots(SnapshotsArgs),
+    /// Show one snapshot: its disks, tables, boot regions and partitions.
+    Show(ShowArgs),
+    /// Compare target disks with a snapshot and say what a restore would write (read-only).
+    Plan(PlanArgs),
+    /// Write what a plan says: `apply PLAN`, or `apply --store S DISK...` to plan and apply.
+    Apply(ApplyArgs),
+}
+
+#[derive(Args)]
+struct Common {
+    /// Print JSON on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Do not show progress.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+impl Common {
+    fn progress(&self) -> Box<dyn progress::Progress> {
+        progress::for_mode(if self.no_progress {
+            ProgressMode::Off
+        } else {
+            ProgressMode::Auto
+        })
+    }
+}
+
+#[derive(Args)]
+struct CaptureArgs {
+    /// Store location: a directory (created on first capture).
+    #[arg(long, env = "RESTORE_STORE")]
+    store: String,
+    /// Name of the host the disks belong to.
+    #[arg(long)]
+    host: String,
+    /// Chunk size for a new store, in bytes (power of two, 256 KiB to 16 MiB).
+    #[arg(long)]
+    chunk_size: Option<u32>,
+    #[command(flatten)]
+    common: Common,
+    /// Disks to capture.
+    #[arg(required = true)]
+    disks: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct SnapshotsArgs {
+    #[arg(long, env = "RESTORE_STORE")]
+    store: String,
+    #[arg(long)]
+    host: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ShowArgs {
+    /// Snapshot id, or "latest".
+    snapshot: String,
+    #[arg(long, env = "RESTORE_STORE")]
+    store: String,
+    #[arg(long)]
+    host: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct Selection {
+    #[arg(long, env = "RESTORE_STORE")]
+    store: Option<String>,
+    #[arg(long)]
+    host: Option<String>,
+    /// Snapshot id, or "latest".
+    #[arg(long, default_value = "latest")]
+    snapshot: String,
+    /// Check only tables, boot regions and critical chunks (well under a second).
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    sel: Selection,
+    /// Save the plan for `restore apply`.
+    #[arg(short = 'o', long = "output")]
+    output: Option<PathBuf>,
+    /// Exit 0 when nothing needs doing and 2 when something does.
+    #[arg(long)]
+    detailed_exitcode: bool,
+    #[command(flatten)]
+    common: Common,
+    /// Target disks, one per snapshot disk, in order.
+    #[arg(required = true)]
+    disks: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct ApplyArgs {
+    #[command(flatten)]
+    sel: Selection,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Re-read everything written and check its hash.
+    #[arg(long)]
+    verify: bool,
+    /// Chunks fetched and written at once.
+    #[arg(long, default_value_t = 16)]
+    jobs: usize,
+    #[command(flatten)]
+    common: Common,
+    /// A saved plan, or with --store the target disks.
+    #[arg(required = true)]
+    targets: Vec<PathBuf>,
+}
+
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Capture(a) => run_capture(a),
+        Command::Snapshots(a) => run_snapshots(a),
+        Command::Show(a) => run_show(a),
+        Command::Plan(a) => run_plan(a),
+        Command::Apply(a) => run_apply(a),
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn run_capture(a: CaptureArgs) -> Result<i32> {
+    let opts = CaptureOptions {
+        store: a.store,
+        host: a.host,
+        disks: a.disks,
+        chunk_size: a.chunk_size,
+    };
+    let progress = a.common.progress();
+    let r = capture::capture(&opts, progress.as_ref())?;
+    if a.common.json {
+        let mut v = serde_json::to_value(&r)?;
+        v["id"] = serde_json::Value::String(r.snapshot_id.clone());
+        print_json(&v)?;
+    } else {
+        if r.store_created {
+            eprintln!("created store {}", r.store);
+        }
+        eprintln!(
+            "captured {} disk(s), {} in {:.1} s ({}/s): {} chunks, {} new ({} stored), {} all-zero",
+            r.disks,
+            units::bytes(r.bytes_read),
+            r.seconds,
+            units::bytes((r.bytes_read as f64 / r.seconds.max(1e-3)) as u64),
+            r.chunks,
+            r.new_chunks,
+            units::bytes(r.uploaded_bytes),
+            r.zero_chunks
+        );
+        println!("{}", r.snapshot_id);
+    }
+    Ok(0)
+}
+
+fn run_snapshots(a: SnapshotsArgs) -> Result<i32> {
+    let store = Store::open(&a.store)?;
+    let list = manifest::list(&store, a.host.as_deref())?;
+    if a.json {
+        print_json(&list)?;
+    } else if list.is_empty() {
+        println!("no snapshots in {}", store.describe());
+    } else {
+        println!(
+            "{:<24} {:<24} {:<28} {:>5} {:>10}",
+            "HOST", "SNAPSHOT", "CREATED", "DISKS", "SIZE"
+        );
+        for s in list {
+            println!(
+                "{:<24} {:<24} {:<28} {:>5} {:>10}",
+                s.host,
+                s.id,
+                s.created,
+                s.disks,
+                units::bytes(s.bytes)
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn run_show(a: ShowArgs) -> Result<i32> {
+    let store = Store::open(&a.store)?;
+    let m = manifest::resolve(&store, a.host.as_deref(), &a.snapshot)?;
+    if a.json {
+        print_json(&m)?;
+        return Ok(0);
+    }
+    println!(
+        "snapshot {} of host {}, created {}, chunk size {}",
+        m.id,
+        m.host,
+        m.created,
+        units::bytes(u64::from(m.chunk_size))
+    );
+    for d in &m.disks {
+        println!(
+            "\ndisk {} ({}): {} ({} bytes), {}-byte sectors, table {}",
+            d.name,
+            d.source,
+            units::bytes(d.size),
+            d.size,
+            d.logical_sector_size,
+            d.table.kind()
+        );
+        let id = &d.identity;
+        if id.model.is_some() || id.serial.is_some() || id.wwn.is_some() {
+            println!(
+                "  model {} serial {} wwn {}",
+                id.model.as_deref().unwrap_or("-"),
+                id.serial.as_deref().unwrap_or("-"),
+                id.wwn.as_deref().unwrap_or("-")
+            );
+        }
+        for r in &d.boot_regions {
+            println!(
+                "  boot region {:<16} at {:>12}  {:>10}",
+                r.name,
+                r.offset,
+                units::bytes(r.length)
+            );
+        }
+        for p in &d.partitions {
+            let i = &p.info;
+            println!(
+                "  {:<28} at {:>12}  {:>10}  {:<10} {:<5} {}{}",
+                i.title(),
+                i.offset,
+                units::bytes(i.size),
+                i.role,
+                i.filesystem.as_deref().unwrap_or("-"),
+                i.label
+                    .as_deref()
+                    .map(|l| format!("\"{l}\" "))
+                    .unwrap_or_default(),
+                format_args!("{} chunks ({} zero)", p.chunks, p.zero_chunks)
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn plan_options(sel: &Selection, disks: Vec<PathBuf>) -> Result<PlanOptions> {
+    let Some(store) = sel.store.clone() else {
+        bail!("no store given: pass --store or set RESTORE_STORE");
+    };
+    Ok(PlanOptions {
+        store,
+        host: sel.host.clone(),
+        snapshot: sel.snapshot.clone(),
+        targets: disks,
+        mode: if sel.quick { Mode::Quick } else { Mode::Deep },
+    })
+}
+
+fn run_plan(a: PlanArgs) -> Result<i32> {
+    let opts = plan_options(&a.sel, a.disks)?;
+    let progress = a.common.progress();
+    let plan = plan::make(&opts, progress.as_ref())?;
+    if let Some(path) = &a.output {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&plan)?)
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .with_context(|| format!("saving the plan to {}", path.display()))?;
+    }
+    if a.common.json {
+        print_json(&plan)?;
+    } else {
+        print!("{}", plan::render::human(&plan));
+        if let Some(path) = &a.output {
+            println!(
+                "Plan saved to {}; carry it out with: restore apply {}",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(if a.detailed_exitcode && plan.has_changes() {
+        EXIT_CHANGES
+    } else {
+        0
+    })
+}
+
+fn confirm_on_terminal(yes: bool) -> impl Fn(&str) -> Result<bool> {
+    move |summary: &str| {
+        if yes {
+            return Ok(true);
+        }
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "apply writes to disks and needs confirmation: pass --yes (standard input is not a terminal)"
+            );
+        }
+        eprint!("About to write:\n{summary}Type yes to continue: ");
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        Ok(line.trim() == "yes")
+    }
+}
+
+fn run_apply(a: ApplyArgs) -> Result<i32> {
+    let progress = a.common.progress();
+    let (plan, saved) = if a.sel.store.is_some() {
+        let opts = plan_options(&a.sel, a.targets.clone())?;
+        (plan::make(&opts, progress.as_ref())?, false)
+    } else {
+        if a.targets.len() != 1 {
+            bail!("apply takes one saved plan file, or --store with target disks");
+        }
+        (Plan::load(&a.targets[0])?, true)
+    };
+    if !a.common.json {
+        print!("{}", plan::render::human(&plan));
+    }
+    let opts = ApplyOptions {
+        verify: a.verify,
+        jobs: a.jobs.clamp(1, 256),
+        check_fingerprint: saved,
+    };
+    let report = apply::apply(&plan, &opts, progress.as_ref(), &confirm_on_terminal(a.yes))?;
+    if a.common.json {
+        print_json(&serde_json::json!({ "plan": plan, "result": report }))?;
+    } else if plan.has_changes() {
+        println!(
+            "Applied: wrote {} ({} chunks, {} table sectors) in {:.1} s{}.",
+            units::bytes(report.bytes_written),
+            report.chunks_written,
+            report.table_sectors_written,
+            report.seconds,
+            if report.verified { ", verified" } else { "" }
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,155 @@
+//! Disks as byte ranges: image files and block devices behind one handle, their partition
+//! tables and boot regions (`layout`), raw GPT/MBR structures and filesystem signatures.
+//! Block-device specifics (ioctls, sysfs) live in `blockdev` and nowhere else.
+
+pub mod blockdev;
+pub mod fs;
+pub mod gpt;
+pub mod layout;
+pub mod mbr;
+pub mod scan;
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// What the operating system tells about a disk; all optional (an image file has none).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wwn: Option<String>,
+}
+
+/// An open disk: an image file or a block device.
+#[derive(Debug)]
+pub struct Disk {
+    pub path: PathBuf,
+    file: File,
+    pub size: u64,
+    pub logical_sector_size: u32,
+    pub physical_sector_size: u32,
+    pub is_block_device: bool,
+    pub identity: Identity,
+}
+
+impl Disk {
+    pub fn open_read(path: &Path) -> Result<Disk> {
+        Self::open(path, false)
+    }
+
+    /// Opens for writing; a block device is opened O_EXCL so the kernel itself refuses a
+    /// device that is mounted or held by another user.
+    pub fn open_write(path: &Path) -> Result<Disk> {
+        Self::open(path, true)
+    }
+
+    fn open(path: &Path, write: bool) -> Result<Disk> {
+        let meta = std::fs::metadata(path).with_context(|| {
+            format!(
+                "disk {} does not exist or cannot be read (give an image file or a block device)",
+                path.display()
+            )
+        })?;
+        let is_block_device = meta.file_type().is_block_device();
+        if !is_block_device && !meta.is_file() {
+            bail!(
+                "{} is neither an image file nor a block device",
+                path.display()
+            );
+        }
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(write);
+        if write && is_block_device {
+            opts.custom_flags(libc_o_excl());
+        }
+        let file = opts.open(path).with_context(|| {
+            if write && is_block_device {
+                format!(
+                    "opening {} exclusively (is it mounted or in use?)",
+                    path.display()
+                )
+            } else {
+                format!("opening {}", path.display())
+            }
+        })?;
+        let (size, logical, physical, identity) = if is_block_device {
+            let (l, p) = blockdev::sector_sizes(&file)
+                .with_context(|| format!("reading the sector size of {}", path.display()))?;
+            (blockdev::size(&file)?, l, p, blockdev::identity(path))
+        } else {
+            (meta.len(), 512, 512, Identity::default())
+        };
+        Ok(Disk {
+            path: path.to_path_buf(),
+            file,
+            size,
+            logical_sector_size: logical,
+            physical_sector_size: physical,
+            is_block_device,
+            identity,
+        })
+    }
+
+    pub fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.path.display().to_string())
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`; bytes past the end of the disk read as an error.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.file.read_exact_at(buf, offset).with_context(|| {
+            format!(
+                "reading {} bytes at offset {offset} of {}",
+                buf.len(),
+                self.path.display()
+            )
+        })
+    }
+
+    pub fn read_vec(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; usize::try_from(len).context("read too large")?];
+        self.read_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.file.write_all_at(buf, offset).with_context(|| {
+            format!(
+                "writing {} bytes at offset {offset} of {}",
+                buf.len(),
+                self.path.display()
+            )
+        })
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        self.file
+            .sync_all()
+            .with_context(|| format!("flushing {}", self.path.display()))
+    }
+
+    /// Asks the kernel to re-read the partition table; a loop device or image without
+    /// partition support is not an error.
+    pub fn reread_partition_table(&self) {
+        if self.is_block_device {
+            blockdev::reread_partitions(&self.file);
+        }
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+fn libc_o_excl() -> i32 {
+    rustix::fs::OFlags::EXCL.bits() as i32
+}

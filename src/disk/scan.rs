@@ -1,0 +1,107 @@
+//! Reads a byte range of a disk in large sequential reads and hashes it chunk by chunk on
+//! every core, with a fixed number of buffers in flight: memory does not grow with disk size.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+
+use super::Disk;
+use crate::chunk::ChunkId;
+use crate::progress::Progress;
+
+/// Bytes read per request: large enough to stream, small enough to keep memory low.
+const READ_SIZE: u64 = 8 << 20;
+
+/// Buffers to hash, shared by the workers: (first chunk number, bytes).
+type SharedJobs = Arc<Mutex<Receiver<(u64, Vec<u8>)>>>;
+
+pub fn worker_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 16)
+}
+
+/// Hashes `length` bytes at `offset` in chunks of `chunk_size` and calls `visit(i, bytes, id)`
+/// for each chunk (from several threads, in any order). Returns the ids in order.
+pub fn scan<F>(
+    disk: &Disk,
+    offset: u64,
+    length: u64,
+    chunk_size: u32,
+    progress: &dyn Progress,
+    visit: F,
+) -> Result<Vec<ChunkId>>
+where
+    F: Fn(u64, &[u8], ChunkId) -> Result<()> + Sync,
+{
+    let cs = u64::from(chunk_size);
+    let count = length.div_ceil(cs);
+    let per_read = (READ_SIZE / cs).max(1);
+    let workers = worker_count();
+    let ids = Mutex::new(vec![ChunkId::ZERO; count as usize]);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let (free_tx, free_rx) = sync_channel::<Vec<u8>>(workers * 2);
+    for _ in 0..workers * 2 {
+        free_tx
+            .send(Vec::with_capacity((per_read * cs) as usize))
+            .expect("buffer pool");
+    }
+    let (job_tx, job_rx) = sync_channel::<(u64, Vec<u8>)>(workers * 2);
+    let job_rx: SharedJobs = Arc::new(Mutex::new(job_rx));
+    let fail = |e: anyhow::Error| {
+        failed.store(true, Ordering::SeqCst);
+        first_error.lock().expect("error lock").get_or_insert(e);
+    };
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            let job_rx = Arc::clone(&job_rx);
+            let free_tx = free_tx.clone();
+            let (ids, visit, fail, failed) = (&ids, &visit, &fail, &failed);
+            s.spawn(move || {
+                loop {
+                    let job = job_rx.lock().expect("job lock").recv();
+                    let Ok((first, buf)) = job else { break };
+                    if !failed.load(Ordering::SeqCst) {
+                        for (k, bytes) in buf.chunks(cs as usize).enumerate() {
+                            let i = first + k as u64;
+                            let id = ChunkId::for_content(bytes);
+                            if let Err(e) = visit(i, bytes, id) {
+                                fail(e);
+                                break;
+                            }
+                            ids.lock().expect("ids lock")[i as usize] = id;
+                            progress.add(bytes.len() as u64);
+                        }
+                    }
+                    let _ = free_tx.send(buf);
+                }
+            });
+        }
+        drop(free_tx);
+        let mut i = 0;
+        while i < count && !failed.load(Ordering::SeqCst) {
+            let Ok(mut buf) = free_rx.recv() else { break };
+            let n = per_read.min(count - i);
+            let start = i * cs;
+            let len = (n * cs).min(length - start);
+            buf.resize(len as usize, 0);
+            if let Err(e) = disk.read_at(&mut buf, offset + start) {
+                fail(e);
+                break;
+            }
+            if job_tx.send((i, buf)).is_err() {
+                break;
+            }
+            i += n;
+        }
+        drop(job_tx);
+    });
+    if let Some(e) = first_error.into_inner().expect("error lock") {
+        return Err(e);
+    }
+    Ok(ids.into_inner().expect("ids lock"))
+}

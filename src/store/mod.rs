@@ -1,0 +1,231 @@
+//! The backup store: config, content-addressed chunks and chunk indexes, snapshot manifests.
+//! The layout is the same wherever the bytes live (see docs/store-format.md); `Backend`
+//! hides where that is.
+
+pub mod backend;
+pub mod index;
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::ChunkId;
+use backend::{Backend, BackendError, LocalBackend};
+use index::ChunkIndex;
+
+pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
+pub const MIN_CHUNK_SIZE: u32 = 256 << 10;
+pub const MAX_CHUNK_SIZE: u32 = 16 << 20;
+const ZSTD_LEVEL: i32 = 3;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreConfig {
+    pub format: String,
+    pub version: u32,
+    pub chunk_size: u32,
+    pub hash: String,
+    pub compression: String,
+}
+
+impl StoreConfig {
+    pub fn new(chunk_size: u32) -> Result<StoreConfig> {
+        ensure!(
+            (MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) && chunk_size.is_power_of_two(),
+            "chunk size {chunk_size} is not allowed: use a power of two from 256 KiB to 16 MiB"
+        );
+        Ok(StoreConfig {
+            format: "restore-store".into(),
+            version: 1,
+            chunk_size,
+            hash: "blake3".into(),
+            compression: "zstd".into(),
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        ensure!(
+            self.format == "restore-store",
+            "config.json does not describe a restore store"
+        );
+        ensure!(
+            self.version == 1,
+            "store format version {} is not supported (1 expected)",
+            self.version
+        );
+        ensure!(
+            self.hash == "blake3" && self.compression == "zstd",
+            "store uses an unknown hash or compression"
+        );
+        StoreConfig::new(self.chunk_size).map(|_| ())
+    }
+}
+
+pub struct Store {
+    backend: Box<dyn Backend>,
+    pub config: StoreConfig,
+}
+
+fn shard(kind: &str, id: &ChunkId) -> String {
+    let hex = id.to_hex();
+    format!("{kind}/{}/{hex}", &hex[..2])
+}
+
+impl Store {
+    /// Opens an existing store; a path that holds no store is an error, never created.
+    pub fn open(location: &str) -> Result<Store> {
+        let backend = backend_for(location)?;
+        let raw = match backend.get("config.json") {
+            Ok(raw) => raw,
+            Err(BackendError::NotFound(_)) => bail!(
+                "no store at {location} (config.json not found); check --store, or create one with `restore capture`"
+            ),
+            Err(BackendError::Other(e)) => {
+                return Err(e.context(format!("opening store {location}")));
+            }
+        };
+        let config: StoreConfig = serde_json::from_slice(&raw)
+            .with_context(|| format!("store {location}: config.json is not valid"))?;
+        config
+            .check()
+            .with_context(|| format!("store {location}"))?;
+        Ok(Store { backend, config })
+    }
+
+    /// Opens the store, creating it with `chunk_size` when the location is new or empty.
+    pub fn open_or_create(location: &str, chunk_size: Option<u32>) -> Result<(Store, bool)> {
+        let backend = backend_for(location)?;
+        if backend.exists("config.json")? {
+            let store = Store::open(location)?;
+            if let Some(cs) = chunk_size {
+                ensure!(
+                    cs == store.config.chunk_size,
+                    "store {location} uses {}-byte chunks; --chunk-size {cs} cannot change that",
+                    store.config.chunk_size
+                );
+            }
+            return Ok((store, false));
+        }
+        let local = Path::new(location.strip_prefix("file://").unwrap_or(location));
+        if local.exists()
+            && std::fs::read_dir(local)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+        {
+            bail!(
+                "{location} is not empty and holds no store (config.json missing); refusing to create one there"
+            );
+        }
+        let config = StoreConfig::new(chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE))?;
+        backend.put("config.json", &serde_json::to_vec_pretty(&config)?)?;
+        Ok((Store { backend, config }, true))
+    }
+
+    pub fn describe(&self) -> String {
+        self.backend.describe()
+    }
+
+    pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
+        self.backend.exists(&shard("chunks", id))
+    }
+
+    /// Stores a chunk unless the store already has it; returns the compressed bytes written.
+    pub fn put_chunk(&self, id: &ChunkId, data: &[u8]) -> Result<u64> {
+        let key = shard("chunks", id);
+        if self.backend.exists(&key)? {
+            return Ok(0);
+        }
+        let packed = zstd::bulk::compress(data, ZSTD_LEVEL).context("compressing a chunk")?;
+        self.backend.put(&key, &packed)?;
+        Ok(packed.len() as u64)
+    }
+
+    /// Fetches a chunk, decompresses it and checks it hashes to its name.
+    pub fn get_chunk(&self, id: &ChunkId, expected_len: usize) -> Result<Vec<u8>> {
+        let key = shard("chunks", id);
+        let packed = self.backend.get(&key).map_err(|e| match e {
+            BackendError::NotFound(_) => {
+                anyhow::anyhow!("chunk {id} is missing from store {}", self.describe())
+            }
+            BackendError::Other(e) => e.context(format!("fetching chunk {id}")),
+        })?;
+        let data = zstd::bulk::decompress(&packed, expected_len.max(1)).map_err(|e| {
+            anyhow::anyhow!("chunk {id} in store {} is corrupt: {e}", self.describe())
+        })?;
+        ensure!(
+            ChunkId::of(&data) == *id && data.len() == expected_len,
+            "chunk {id} in store {} is corrupt: its bytes do not match its hash",
+            self.describe()
+        );
+        Ok(data)
+    }
+
+    pub fn put_index(&self, index: &ChunkIndex) -> Result<ChunkId> {
+        let body = index.encode();
+        let id = ChunkId::of(&body);
+        let key = shard("indexes", &id);
+        if !self.backend.exists(&key)? {
+            let packed = zstd::bulk::compress(&body, ZSTD_LEVEL)?;
+            self.backend.put(&key, &packed)?;
+        }
+        Ok(id)
+    }
+
+    pub fn get_index(&self, id: &ChunkId) -> Result<ChunkIndex> {
+        let key = shard("indexes", id);
+        let packed = self.backend.get(&key).map_err(|e| match e {
+            BackendError::NotFound(_) => anyhow::anyhow!(
+                "chunk index {id} is missing from store {}; the snapshot is incomplete",
+                self.describe()
+            ),
+            BackendError::Other(e) => e.context(format!("fetching chunk index {id}")),
+        })?;
+        let mut body = Vec::new();
+        zstd::stream::copy_decode(&packed[..], &mut body).map_err(|e| {
+            anyhow::anyhow!(
+                "chunk index {id} in store {} is corrupt: {e}",
+                self.describe()
+            )
+        })?;
+        ensure!(
+            ChunkId::of(&body) == *id,
+            "chunk index {id} in store {} is corrupt",
+            self.describe()
+        );
+        let index = ChunkIndex::decode(&body).with_context(|| format!("chunk index {id}"))?;
+        ensure!(
+            index.chunk_size == self.config.chunk_size,
+            "chunk index {id} uses {}-byte chunks, the store {}",
+            index.chunk_size,
+            self.config.chunk_size
+        );
+        Ok(index)
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.backend.sync()
+    }
+
+    pub fn put_object(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.backend.put(key, data)
+    }
+
+    pub fn get_object(&self, key: &str) -> Result<Vec<u8>, BackendError> {
+        self.backend.get(key)
+    }
+
+    pub fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        self.backend.list(prefix)
+    }
+}
+
+fn backend_for(location: &str) -> Result<Box<dyn Backend>> {
+    if let Some((scheme, _)) = location.split_once("://")
+        && scheme != "file"
+    {
+        bail!("store URL scheme {scheme}:// is not supported yet; use a local directory");
+    }
+    let path = location.strip_prefix("file://").unwrap_or(location);
+    ensure!(!path.is_empty(), "empty store location");
+    Ok(Box::new(LocalBackend::new(Path::new(path))))
+}
