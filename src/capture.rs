@@ -90,6 +90,7 @@ pub fn capture(opts: &CaptureOptions, progress: &dyn Progress) -> Result<Capture
         tool_version: env!("CARGO_PKG_VERSION").into(),
         disks: records,
     };
+    crate::failpoint::hit("before-manifest");
     let key = Manifest::key(&m.host, &m.id);
     store.put_object(&key, &serde_json::to_vec_pretty(&m)?)?;
     Ok(CaptureReport {
@@ -219,6 +220,7 @@ fn capture_range(
             }
             let written = store.put_chunk(&id, bytes)?;
             if written > 0 {
+                crate::failpoint::hit("after-chunk-stored");
                 counters.new_chunks.fetch_add(1, Ordering::Relaxed);
                 counters.uploaded.fetch_add(written, Ordering::Relaxed);
             }

@@ -17,7 +17,14 @@ mod units;
 use clap::Parser;
 
 fn main() {
-    let cli = cli::Cli::parse();
+    // Exit code 2 belongs to `plan --detailed-exitcode`; usage errors exit 1 like any other error.
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     let code = match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -117,8 +117,9 @@ pub fn diagnose(
             "chunk index of boot region {} does not match its length",
             r.name
         );
+        let last_chunk = index.chunks.len().saturating_sub(1) as u64;
         let only =
-            (mode == Mode::Quick && r.length > QUICK_REGION_LIMIT).then(|| vec![0, r.length - 1]);
+            (mode == Mode::Quick && r.length > QUICK_REGION_LIMIT).then(|| vec![0, last_chunk]);
         if only.is_some() {
             not_checked.push(format!(
                 "boot region {}: only its first and last chunk",
@@ -166,6 +167,7 @@ pub fn diagnose(
             info.size,
             Some(p.index),
         );
+        a.holds = Some(info.filesystem.clone().unwrap_or_else(|| info.role.clone()));
         let moved = current.as_ref().and_then(|l| {
             l.partitions
                 .iter()
@@ -220,10 +222,8 @@ pub fn diagnose(
             (Verb::Keep, _) => "equal to the snapshot".into(),
             (_, Some(_)) => format!("restored in full at the snapshot's offset {}", info.offset),
             (Verb::Full, None) => "no chunk matches the snapshot".into(),
-            _ => format!(
-                "only the {} that differ are written",
-                plural(differ.len() as u64, "chunk")
-            ),
+            _ if differ.len() == 1 => "only the one chunk that differs is written".into(),
+            _ => format!("only the {} chunks that differ are written", differ.len()),
         };
         actions.push(a);
     }
@@ -264,6 +264,7 @@ impl Action {
             component,
             name: name.to_string(),
             number,
+            holds: None,
             found: String::new(),
             action: Verb::Keep,
             reason: String::new(),

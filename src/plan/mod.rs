@@ -102,6 +102,9 @@ pub struct Action {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub number: Option<u32>,
+    /// What a partition holds: its filesystem or role ("ext4", "bios-boot").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holds: Option<String>,
     /// What the plan found on the target.
     pub found: String,
     pub action: Verb,

@@ -10,7 +10,10 @@ fn component_title(a: &Action) -> String {
     match a.component {
         Component::PartitionTable => format!("partition table ({})", a.name),
         Component::BootRegion => format!("boot region {}", a.name),
-        Component::Partition => a.name.clone(),
+        Component::Partition => match &a.holds {
+            Some(h) => format!("{} ({h})", a.name),
+            None => a.name.clone(),
+        },
     }
 }
 

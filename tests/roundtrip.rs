@@ -1,0 +1,222 @@
+//! Capture, then full restore onto blank targets: the result must be byte-equal.
+
+mod common;
+use common::*;
+
+fn round_trip_file(tmp: &Tmp, source: &std::path::Path) {
+    capture(tmp, "host-a", &[source]);
+    let target = tmp.path("target.img");
+    blank(&target, std::fs::metadata(source).unwrap().len());
+    // Junk on the "blank" target too: a restore must not rely on zeroes it did not write.
+    write_at(&target, 5 * MIB, &random_bytes(99, 100_000));
+    apply_store(tmp, &target);
+    assert_same(source, &target);
+    let plan = plan_json(tmp, &target, &[]);
+    assert_eq!(
+        plan["totals"]["bytes_to_write"], 0,
+        "a fresh plan after apply must be empty"
+    );
+}
+
+fn round_trip_loop(tmp: &Tmp, source: &std::path::Path) {
+    if !have_root() {
+        return;
+    }
+    capture(tmp, "host-a", &[source]);
+    let backing = tmp.path("loop-target.img");
+    blank(&backing, std::fs::metadata(source).unwrap().len());
+    let lo = Loop::new(&backing, &[]);
+    apply_store(tmp, &lo.dev);
+    assert_same_prefix(source, &lo.dev, std::fs::metadata(source).unwrap().len());
+    drop(lo);
+    assert_same(source, &backing);
+}
+
+#[test]
+fn gpt_disk_round_trips_byte_for_byte() {
+    let tmp = Tmp::new();
+    let src = tmp.path("gpt.img");
+    gpt_server_disk(&src, 96 * MIB, &tmp);
+    round_trip_file(&tmp, &src);
+}
+
+#[test]
+fn gpt_disk_round_trips_onto_a_loop_device() {
+    let tmp = Tmp::new();
+    let src = tmp.path("gpt.img");
+    gpt_server_disk(&src, 96 * MIB, &tmp);
+    round_trip_loop(&tmp, &src);
+}
+
+fn mbr_disk(tmp: &Tmp) -> std::path::PathBuf {
+    require_tool("sfdisk");
+    let src = tmp.path("mbr.img");
+    blank(&src, 64 * MIB);
+    let script = "label: dos\nlabel-id: 0x1234abcd\n\
+        start=2048, size=16384, type=83, bootable\n\
+        start=18432, size=40960, type=5\n\
+        start=20480, size=8192, type=83\n\
+        start=30720, size=16384, type=82\n\
+        start=49152, size=8192, type=83\n";
+    let mut child = std::process::Command::new("sfdisk")
+        .arg(&src)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("sfdisk");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    // Boot code, the post-MBR gap (GRUB's core image lives there), and data in every partition.
+    write_at(&src, 0, &random_bytes(10, 440));
+    write_at(&src, 512, &random_bytes(11, 200_000));
+    for (i, lba) in [2048u64, 20480, 30720, 49152].iter().enumerate() {
+        write_at(
+            &src,
+            lba * 512 + 4096,
+            &random_bytes(20 + i as u64, 1_500_000),
+        );
+    }
+    src
+}
+
+#[test]
+fn mbr_disk_with_logical_partitions_round_trips() {
+    let tmp = Tmp::new();
+    let src = mbr_disk(&tmp);
+    let shown = ok(&[
+        "show",
+        "latest",
+        "--store",
+        &{
+            capture(&tmp, "host-a", &[&src]);
+            tmp.store()
+        },
+        "--json",
+    ]);
+    let m: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let numbers: Vec<u64> = m["disks"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        numbers,
+        vec![1, 5, 6, 7],
+        "primary and logical partitions keep their numbers"
+    );
+    let ebrs = m["disks"][0]["table_sectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["name"].as_str().unwrap().starts_with("ebr-"))
+        .count();
+    assert_eq!(ebrs, 3, "every EBR of the logical chain is captured");
+    round_trip_file(&tmp, &src);
+}
+
+#[test]
+fn mbr_disk_round_trips_onto_a_loop_device() {
+    let tmp = Tmp::new();
+    let src = mbr_disk(&tmp);
+    round_trip_loop(&tmp, &src);
+}
+
+fn bare_fs_disk(tmp: &Tmp) -> std::path::PathBuf {
+    require_tool("mkfs.ext4");
+    let root = tmp.path("bare-root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("data.bin"), random_bytes(42, 2_000_000)).unwrap();
+    let src = tmp.path("bare.img");
+    sh("mkfs.ext4", &["-q", "-F", "-d", p(&root), p(&src), "32M"]);
+    src
+}
+
+#[test]
+fn disk_without_partition_table_round_trips() {
+    let tmp = Tmp::new();
+    let src = bare_fs_disk(&tmp);
+    capture(&tmp, "host-a", &[&src]);
+    let m: serde_json::Value =
+        serde_json::from_str(&ok(&["show", "latest", "--store", &tmp.store(), "--json"])).unwrap();
+    assert_eq!(m["disks"][0]["table"]["kind"], "none");
+    assert_eq!(m["disks"][0]["partitions"][0]["filesystem"], "ext4");
+    round_trip_file(&tmp, &src);
+}
+
+#[test]
+fn disk_without_partition_table_round_trips_onto_a_loop_device() {
+    let tmp = Tmp::new();
+    let src = bare_fs_disk(&tmp);
+    round_trip_loop(&tmp, &src);
+}
+
+#[test]
+fn gpt_boot_code_and_gap_are_restored() {
+    let tmp = Tmp::new();
+    let src = tmp.path("gpt.img");
+    gpt_server_disk(&src, 96 * MIB, &tmp);
+    capture(&tmp, "host-a", &[&src]);
+    let m: serde_json::Value =
+        serde_json::from_str(&ok(&["show", "latest", "--store", &tmp.store(), "--json"])).unwrap();
+    let regions: Vec<&str> = m["disks"][0]["boot_regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        regions.contains(&"boot-code") && regions.contains(&"post-table-gap"),
+        "{regions:?}"
+    );
+    let target = tmp.path("t.img");
+    blank(&target, 96 * MIB);
+    apply_store(&tmp, &target);
+    assert_eq!(read_at(&target, 0, 440), random_bytes(2, 440));
+    assert_eq!(read_at(&target, 34 * 512, 30_000), random_bytes(3, 30_000));
+    assert_same(&src, &target);
+}
+
+#[test]
+fn larger_target_gets_a_valid_gpt_and_equal_partitions() {
+    let tmp = Tmp::new();
+    let src = tmp.path("gpt.img");
+    gpt_server_disk(&src, 96 * MIB, &tmp);
+    capture(&tmp, "host-a", &[&src]);
+    let target = tmp.path("big.img");
+    blank(&target, 144 * MIB);
+    apply_store(&tmp, &target);
+    let verify = sh("sgdisk", &["-v", p(&target)]);
+    assert!(verify.contains("No problems found"), "sgdisk -v: {verify}");
+    let listing = |img: &std::path::Path| -> Vec<String> {
+        sh("sgdisk", &["-p", p(img)])
+            .lines()
+            .skip_while(|l| !l.starts_with("Number"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(listing(&src), listing(&target));
+    assert_eq!(listing(&target).len(), 5, "four partitions listed");
+    // Boot code, the gap and every partition are byte-equal; so are partition GUIDs (sgdisk -i).
+    let last_end = (2048 + 2048 + 40 * 2048 + 8 * 2048 + 16 * 2048) * 512;
+    assert_eq!(read_at(&src, 0, 440), read_at(&target, 0, 440));
+    let after_table = 34 * 512;
+    let span = (last_end - after_table) as usize;
+    assert!(
+        read_at(&src, after_table, span) == read_at(&target, after_table, span),
+        "partitions differ"
+    );
+    for n in ["1", "2", "5"] {
+        assert_eq!(
+            sh("sgdisk", &["-i", n, p(&src)]),
+            sh("sgdisk", &["-i", n, p(&target)])
+        );
+    }
+    assert_eq!(plan_json(&tmp, &target, &[])["totals"]["bytes_to_write"], 0);
+}
