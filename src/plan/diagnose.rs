@@ -442,8 +442,10 @@ fn table_state(
                 {
                     return "no partition table".into();
                 }
-                (true, true) => parts
-                    .push("both GPT copies valid but entries differ from the snapshot".to_string()),
+                (true, true) => parts.push(format!(
+                    "both GPT copies valid, but {} differ from the snapshot",
+                    differing.join(", ")
+                )),
                 _ => {
                     parts.push(format!("GPT primary: {}", copy(&primary)));
                     parts.push(format!("backup: {}", copy(&backup)));

@@ -54,13 +54,17 @@ pub struct Tmp {
 }
 
 impl Tmp {
+    /// RESTORE_KEEP_TMP=1 keeps the directory (images, store) for a look after a failure.
     pub fn new() -> Tmp {
-        Tmp {
-            dir: tempfile::Builder::new()
-                .prefix("restore-test-")
-                .tempdir_in(std::env::temp_dir())
-                .expect("temp dir"),
+        let mut dir = tempfile::Builder::new()
+            .prefix("restore-test-")
+            .tempdir_in(std::env::temp_dir())
+            .expect("temp dir");
+        if std::env::var_os("RESTORE_KEEP_TMP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("keeping {}", dir.path().display());
         }
+        Tmp { dir }
     }
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -215,7 +219,7 @@ pub fn assert_same_prefix(a: &Path, b: &Path, len: u64) {
 
 /// The sample server disk: GPT with a BIOS boot partition, an ext4 root with real files,
 /// swap (all zero), a partition of random data with long zero runs, a gap in the numbering
-/// (1, 2, 3, 5), and non-zero boot code and post-table gap.
+/// (1, 2, 3, 5; 5 fills the rest of the disk), and non-zero boot code and post-table gap.
 pub fn gpt_server_disk(path: &Path, size: u64, tmp: &Tmp) {
     require_tool("sgdisk");
     require_tool("mkfs.ext4");
@@ -231,7 +235,7 @@ pub fn gpt_server_disk(path: &Path, size: u64, tmp: &Tmp) {
             "-c2:root",
             "-n3:0:+8M",
             "-t3:8200",
-            "-n5:0:+16M",
+            "-n5:0:0",
             "-t5:8300",
             "-c5:data",
             p(path),
@@ -259,6 +263,9 @@ pub fn gpt_server_disk(path: &Path, size: u64, tmp: &Tmp) {
     write_at(path, 0, &random_bytes(2, 440));
     write_at(path, 34 * 512, &random_bytes(3, 30_000));
 }
+
+/// Where partition 5 of the sample server disk starts.
+pub const DATA5: u64 = (2048 + 2048 + 40 * 2048 + 8 * 2048) * 512;
 
 pub fn capture(tmp: &Tmp, host: &str, disks: &[&Path]) -> String {
     let store = tmp.store();
