@@ -27,4 +27,4 @@ ensure_rust() {
 }
 
 # Commands the tests use, and the Debian package of each.
-TEST_COMMANDS=(sgdisk:gdisk sfdisk:fdisk mkfs.ext4:e2fsprogs losetup:mount cmp:diffutils)
+TEST_COMMANDS=(sgdisk:gdisk sfdisk:fdisk mkfs.ext4:e2fsprogs losetup:mount swapon:mount mkswap:util-linux cmp:diffutils python3:python3)

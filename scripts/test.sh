@@ -10,4 +10,4 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "note: not root: loop-device tests are skipped (they fail instead when CI is set)" >&2
 fi
 cargo build --release --locked
-cargo test --locked -- --test-threads="${RESTORE_TEST_THREADS:-2}"
+cargo test --locked --no-fail-fast -- --test-threads="${RESTORE_TEST_THREADS:-2}"

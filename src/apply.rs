@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 
 use crate::chunk::ChunkId;
-use crate::disk::Disk;
+use crate::disk::{Disk, guard};
 use crate::failpoint;
 use crate::manifest::{self, DiskRecord, Manifest};
 use crate::plan::{Action, Component, DiskPlan, Plan, diagnose, table};
@@ -63,6 +63,10 @@ fn open_targets<'a>(plan: &'a Plan, m: &'a Manifest) -> Result<Vec<Target<'a>>> 
                     m.id, dp.source
                 )
             })?;
+        // The guards look first, so a mounted or held target gets the precise reason.
+        let look = Disk::open_read(&dp.target)?;
+        guard::check_writable(&look, local_store(&plan.store))?;
+        drop(look);
         let disk = Disk::open_write(&dp.target)?;
         ensure!(
             disk.size == dp.target_size && disk.logical_sector_size == dp.target_sector_size,
@@ -80,6 +84,15 @@ fn open_targets<'a>(plan: &'a Plan, m: &'a Manifest) -> Result<Vec<Target<'a>>> 
         });
     }
     Ok(targets)
+}
+
+/// The directory of a local store, so the guards can refuse a target that holds it.
+pub fn local_store(location: &str) -> Option<&std::path::Path> {
+    match location.split_once("://") {
+        Some(("file", path)) => Some(std::path::Path::new(path)),
+        Some(_) => None,
+        None => Some(std::path::Path::new(location)),
+    }
 }
 
 /// `confirm` is asked once, with a summary of the targets, before anything is written.
@@ -100,7 +113,14 @@ pub fn apply(
 
     if opts.check_fingerprint {
         for t in &targets {
-            let (now, _) = diagnose::diagnose(&store, t.record, &t.disk, plan.mode, &Silent)?;
+            let (now, _) = diagnose::diagnose(
+                &store,
+                t.record,
+                &t.disk,
+                plan.mode,
+                plan.grow_last,
+                &Silent,
+            )?;
             if now.fingerprint != t.plan.fingerprint {
                 bail!(
                     "target {} changed since the plan was made (its contents no longer match the plan's fingerprint); \
@@ -120,7 +140,7 @@ pub fn apply(
     // Everything that can fail on input is checked before the first write.
     let mut tables = Vec::new();
     for t in &targets {
-        tables.push(table_writes(&store, t)?);
+        tables.push(table_writes(&store, t, plan.grow_last)?);
     }
     let mut summary = String::new();
     for t in &targets {
@@ -198,7 +218,11 @@ pub fn apply(
 
 /// The table sectors the plan says to write, rebuilt from the snapshot and checked against
 /// the hashes in the plan.
-fn table_writes(store: &Store, t: &Target) -> Result<Vec<table::TableSectorBytes>> {
+fn table_writes(
+    store: &Store,
+    t: &Target,
+    grow_last: bool,
+) -> Result<Vec<table::TableSectorBytes>> {
     let Some(a) = t
         .plan
         .actions
@@ -207,7 +231,7 @@ fn table_writes(store: &Store, t: &Target) -> Result<Vec<table::TableSectorBytes
     else {
         return Ok(Vec::new());
     };
-    let mut expected = table::expected(store, t.record, t.disk.size)?;
+    let mut expected = table::expected(store, t.record, t.disk.size, grow_last)?.sectors;
     expected.retain(|s| a.table_writes.iter().any(|w| w.name == s.name));
     ensure!(
         expected.len() == a.table_writes.len(),
@@ -267,7 +291,7 @@ fn write_chunks(
                     let result = (|| -> Result<()> {
                         let disk = &targets[item.disk].disk;
                         if id.is_zero_marker() {
-                            disk.write_at(&zeros[..len as usize], item.offset + start)
+                            disk.write_zeroes(item.offset + start, len, &zeros)
                         } else {
                             let data = store.get_chunk(&id, len as usize).with_context(|| {
                                 format!(

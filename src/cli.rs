@@ -41,6 +41,8 @@ enum Command {
     Plan(PlanArgs),
     /// Write what a plan says: `apply PLAN`, or `apply --store S DISK...` to plan and apply.
     Apply(ApplyArgs),
+    /// Show what is on a disk now: identity, sizes, table, partitions, filesystems, boot loader.
+    Probe(ProbeArgs),
 }
 
 #[derive(Args)]
@@ -115,6 +117,14 @@ struct Selection {
     /// Check only tables, boot regions and critical chunks (well under a second).
     #[arg(long)]
     quick: bool,
+    /// Pair a snapshot disk with a target explicitly: SOURCE is the disk's name in the
+    /// snapshot (see `restore show`), TARGET a device or image. Repeatable.
+    #[arg(long = "map", value_name = "SOURCE=TARGET")]
+    maps: Vec<String>,
+    /// On a larger target, extend the last partition to the end of the disk (its
+    /// filesystem is not grown).
+    #[arg(long)]
+    grow_last: bool,
 }
 
 #[derive(Args)]
@@ -129,8 +139,7 @@ struct PlanArgs {
     detailed_exitcode: bool,
     #[command(flatten)]
     common: Common,
-    /// Target disks, one per snapshot disk, in order.
-    #[arg(required = true)]
+    /// Target disks (paired with snapshot disks by serial, then size; or --map).
     disks: Vec<PathBuf>,
 }
 
@@ -150,8 +159,16 @@ struct ApplyArgs {
     #[command(flatten)]
     common: Common,
     /// A saved plan, or with --store the target disks.
-    #[arg(required = true)]
     targets: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    /// Print JSON on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Disk (block device or image file) to look at.
+    disk: PathBuf,
 }
 
 pub fn run(cli: Cli) -> Result<i32> {
@@ -161,6 +178,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Show(a) => run_show(a),
         Command::Plan(a) => run_plan(a),
         Command::Apply(a) => run_apply(a),
+        Command::Probe(a) => run_probe(a),
     }
 }
 
@@ -300,7 +318,13 @@ fn plan_options(sel: &Selection, disks: Vec<PathBuf>) -> Result<PlanOptions> {
         host: sel.host.clone(),
         snapshot: sel.snapshot.clone(),
         targets: disks,
+        maps: sel
+            .maps
+            .iter()
+            .map(|m| plan::mapping::parse_map(m))
+            .collect::<Result<_>>()?,
         mode: if sel.quick { Mode::Quick } else { Mode::Deep },
+        grow_last: sel.grow_last,
     })
 }
 
@@ -356,8 +380,8 @@ fn run_apply(a: ApplyArgs) -> Result<i32> {
         let opts = plan_options(&a.sel, a.targets.clone())?;
         (plan::make(&opts, progress.as_ref())?, false)
     } else {
-        if a.targets.len() != 1 {
-            bail!("apply takes one saved plan file, or --store with target disks");
+        if a.targets.len() != 1 || !a.sel.maps.is_empty() {
+            bail!("apply takes one saved plan file, or --store with target disks (and --map)");
         }
         (Plan::load(&a.targets[0])?, true)
     };
@@ -381,6 +405,16 @@ fn run_apply(a: ApplyArgs) -> Result<i32> {
             report.seconds,
             if report.verified { ", verified" } else { "" }
         );
+    }
+    Ok(0)
+}
+
+fn run_probe(a: ProbeArgs) -> Result<i32> {
+    let report = crate::probe::probe(&a.disk)?;
+    if a.json {
+        print_json(&report)?;
+    } else {
+        print!("{}", crate::probe::human(&report));
     }
     Ok(0)
 }

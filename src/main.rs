@@ -2,6 +2,7 @@
 //! errors are printed once, as a chain, and mapped to an exit code.
 
 mod apply;
+mod boot;
 mod capture;
 mod chunk;
 mod cli;
@@ -10,6 +11,7 @@ mod disk;
 mod failpoint;
 mod manifest;
 mod plan;
+mod probe;
 mod progress;
 mod store;
 mod units;

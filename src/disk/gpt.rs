@@ -202,6 +202,41 @@ pub fn relocate(primary_header: &[u8], sector_size: u64, target_sectors: u64) ->
     })
 }
 
+/// Extends the used entry that starts last to `last_usable_lba`; returns its number and its
+/// old and new size in sectors. The caller updates the headers' entry-array CRC.
+pub fn grow_last(
+    h: &GptHeader,
+    entries: &mut [u8],
+    last_usable_lba: u64,
+) -> Result<(u32, u64, u64)> {
+    let Some(last) = parse_entries(h, entries)
+        .into_iter()
+        .max_by_key(|e| e.first_lba)
+    else {
+        bail!("the GPT has no partition to grow");
+    };
+    ensure!(
+        last_usable_lba >= last.last_lba,
+        "the target is smaller than the last partition"
+    );
+    let at = (last.number as usize - 1) * h.entry_size as usize + 40;
+    entries[at..at + 8].copy_from_slice(&last_usable_lba.to_le_bytes());
+    Ok((
+        last.number,
+        last.last_lba + 1 - last.first_lba,
+        last_usable_lba + 1 - last.first_lba,
+    ))
+}
+
+/// Sets a header's entry-array CRC for `entries` and recomputes the header CRC.
+pub fn set_entries_crc(header: &mut [u8], entries: &[u8]) -> Result<()> {
+    let h = GptHeader::parse(header, u64_at(header, 24))?;
+    let crc = crc32fast::hash(&entries[..h.entries_bytes() as usize]);
+    header[88..92].copy_from_slice(&crc.to_le_bytes());
+    set_crc(header);
+    Ok(())
+}
+
 /// Patches the size of a protective MBR entry (bytes 440..512 of LBA 0) for a new disk size,
 /// only when it covered the whole source disk, so hybrid MBRs are left as they were.
 pub fn patch_protective_mbr(mbr_tail: &mut [u8], source_sectors: u64, target_sectors: u64) {

@@ -5,12 +5,13 @@
 pub mod blockdev;
 pub mod fs;
 pub mod gpt;
+pub mod guard;
 pub mod layout;
 pub mod mbr;
 pub mod scan;
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -37,6 +38,7 @@ pub struct Disk {
     pub physical_sector_size: u32,
     pub is_block_device: bool,
     pub identity: Identity,
+    rdev: u64,
 }
 
 impl Disk {
@@ -69,20 +71,23 @@ impl Disk {
         if write && is_block_device {
             opts.custom_flags(libc_o_excl());
         }
-        let file = opts.open(path).with_context(|| {
-            if write && is_block_device {
-                format!(
-                    "opening {} exclusively (is it mounted or in use?)",
+        let file = opts.open(path).map_err(|e| {
+                        if write && e.raw_os_error() == Some(30) {
+                anyhow::anyhow!("refusing to write to {}: it is read-only; nothing was written", path.display())
+            } else if write && is_block_device && e.raw_os_error() == Some(16) {
+                anyhow::anyhow!(
+                    "refusing to write to {}: the device is busy (mounted, or held open exclusively by another process); nothing was written",
                     path.display()
                 )
             } else {
-                format!("opening {}", path.display())
+                anyhow::Error::new(e).context(format!("opening {}", path.display()))
             }
         })?;
         let (size, logical, physical, identity) = if is_block_device {
             let (l, p) = blockdev::sector_sizes(&file)
                 .with_context(|| format!("reading the sector size of {}", path.display()))?;
-            (blockdev::size(&file)?, l, p, blockdev::identity(path))
+            let sysfs = blockdev::sysfs_dir(meta.rdev());
+            (blockdev::size(&file)?, l, p, blockdev::identity(&sysfs))
         } else {
             (meta.len(), 512, 512, Identity::default())
         };
@@ -94,6 +99,7 @@ impl Disk {
             physical_sector_size: physical,
             is_block_device,
             identity,
+            rdev: meta.rdev(),
         })
     }
 
@@ -129,6 +135,33 @@ impl Disk {
                 self.path.display()
             )
         })
+    }
+
+    /// Makes a range read as zeroes: unmapped where the device or file system guarantees
+    /// zeroes afterwards, else written.
+    pub fn write_zeroes(&self, offset: u64, len: u64, zeros: &[u8]) -> Result<()> {
+        let done = if self.is_block_device {
+            blockdev::zero_range(&self.file, self.sysfs().as_deref(), offset, len)
+        } else {
+            use rustix::fs::FallocateFlags;
+            let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+            rustix::fs::fallocate(&self.file, flags, offset, len).is_ok()
+        };
+        if done {
+            return Ok(());
+        }
+        let mut pos = 0;
+        while pos < len {
+            let n = (len - pos).min(zeros.len() as u64);
+            self.write_at(&zeros[..n as usize], offset + pos)?;
+            pos += n;
+        }
+        Ok(())
+    }
+
+    /// The device's sysfs directory; None for an image file.
+    pub fn sysfs(&self) -> Option<PathBuf> {
+        self.is_block_device.then(|| blockdev::sysfs_dir(self.rdev))
     }
 
     pub fn flush(&self) -> Result<()> {

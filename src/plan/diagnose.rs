@@ -27,6 +27,7 @@ pub fn diagnose(
     d: &DiskRecord,
     disk: &Disk,
     mode: Mode,
+    grow_last: bool,
     progress: &dyn Progress,
 ) -> Result<(DiskPlan, Option<f64>)> {
     ensure!(
@@ -37,17 +38,21 @@ pub fn diagnose(
         disk.path.display(),
         disk.logical_sector_size
     );
-    let expected_table = table::expected(store, d, disk.size).with_context(|| {
+    let expected = table::expected(store, d, disk.size, grow_last).with_context(|| {
         format!(
             "planning snapshot disk {} onto {}",
             d.name,
             disk.path.display()
         )
     })?;
+    let expected_table = expected.sectors;
     let mut fp = blake3::Hasher::new();
     fp.update(format!("{:?} {} {}", mode, disk.size, disk.logical_sector_size).as_bytes());
     let mut actions = Vec::new();
-    let mut notes = Vec::new();
+    let mut notes: Vec<String> = expected.grown.into_iter().collect();
+    if let Err(e) = crate::disk::guard::check_writable(disk, None) {
+        notes.push(format!("apply will refuse this target now: {e:#}"));
+    }
     let mut not_checked = Vec::new();
 
     if !matches!(d.table, TableInfo::None) {

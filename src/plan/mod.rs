@@ -3,17 +3,18 @@
 //! table, each boot region and each partition, what was found, what will be written and why.
 
 pub mod diagnose;
+pub mod mapping;
 pub mod render;
 pub mod table;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::ChunkId;
 use crate::disk::Disk;
-use crate::manifest::{self, Manifest};
+use crate::manifest;
 use crate::progress::Progress;
 use crate::store::Store;
 
@@ -59,6 +60,9 @@ pub struct Plan {
     pub snapshot: String,
     pub chunk_size: u32,
     pub mode: Mode,
+    /// --grow-last: the last partition is extended to the end of a larger target.
+    #[serde(default)]
+    pub grow_last: bool,
     pub disks: Vec<DiskPlan>,
     pub totals: Totals,
     pub estimated_seconds: f64,
@@ -197,50 +201,30 @@ pub struct PlanOptions {
     pub host: Option<String>,
     pub snapshot: String,
     pub targets: Vec<PathBuf>,
+    /// Explicit pairs from --map SOURCE=TARGET.
+    pub maps: Vec<(String, PathBuf)>,
     pub mode: Mode,
-}
-
-/// Pairs snapshot disks with targets: for now in the order given, one target per disk.
-fn map_disks(m: &Manifest, targets: &[PathBuf]) -> Result<Vec<(usize, PathBuf, String)>> {
-    ensure!(!targets.is_empty(), "no target disk given");
-    if m.disks.len() != targets.len() {
-        bail!(
-            "snapshot {} has {} disk(s) ({}) but {} target(s) were given; give one target per disk, in order",
-            m.id,
-            m.disks.len(),
-            m.disks
-                .iter()
-                .map(|d| d.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            targets.len()
-        );
-    }
-    Ok(targets
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            (
-                i,
-                t.clone(),
-                format!("position {} on the command line", i + 1),
-            )
-        })
-        .collect())
+    pub grow_last: bool,
 }
 
 pub fn make(opts: &PlanOptions, progress: &dyn Progress) -> Result<Plan> {
     let store = Store::open(&opts.store)?;
     let m = manifest::resolve(&store, opts.host.as_deref(), &opts.snapshot)?;
-    let mapping = map_disks(&m, &opts.targets)?;
+    let mapping = mapping::pair(&m, &opts.targets, &opts.maps)?;
     let mut disks = Vec::new();
     let mut totals = Totals::default();
     let mut rate = None;
-    for (i, target, why) in mapping {
-        let disk = Disk::open_read(&target)?;
-        let (mut dp, measured) =
-            diagnose::diagnose(&store, &m.disks[i], &disk, opts.mode, progress)?;
-        dp.mapping = why;
+    for pair in mapping {
+        let disk = Disk::open_read(&pair.target)?;
+        let (mut dp, measured) = diagnose::diagnose(
+            &store,
+            &m.disks[pair.disk],
+            &disk,
+            opts.mode,
+            opts.grow_last,
+            progress,
+        )?;
+        dp.mapping = pair.why;
         rate = rate.or(measured);
         totals.add(&dp.totals);
         disks.push(dp);
@@ -258,6 +242,7 @@ pub fn make(opts: &PlanOptions, progress: &dyn Progress) -> Result<Plan> {
         snapshot: m.id.clone(),
         chunk_size: m.chunk_size,
         mode: opts.mode,
+        grow_last: opts.grow_last,
         disks,
         totals,
         estimated_seconds,

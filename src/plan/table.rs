@@ -19,7 +19,12 @@ pub struct TableSectorBytes {
 
 /// Every table sector for the target, in the order they must be written: GPT backup before
 /// primary, EBRs before the MBR, LBA 0 last.
-pub fn expected(store: &Store, d: &DiskRecord, target_size: u64) -> Result<Vec<TableSectorBytes>> {
+pub fn expected(
+    store: &Store,
+    d: &DiskRecord,
+    target_size: u64,
+    grow_last: bool,
+) -> Result<Expected> {
     let ss = u64::from(d.logical_sector_size);
     let raw = |name: &str| -> Result<Option<(u64, Vec<u8>)>> {
         let Some(t) = d.table_sectors.iter().find(|t| t.name == name) else {
@@ -36,6 +41,7 @@ pub fn expected(store: &Store, d: &DiskRecord, target_size: u64) -> Result<Vec<T
     };
     let data_end = d.partitions.iter().map(|p| p.info.end()).max().unwrap_or(0);
     let mut out = Vec::new();
+    let mut grown = None;
     match &d.table {
         TableInfo::None => {
             ensure!(
@@ -45,6 +51,11 @@ pub fn expected(store: &Store, d: &DiskRecord, target_size: u64) -> Result<Vec<T
                 units::bytes(data_end),
                 data_end,
                 target_size
+            );
+            ensure!(
+                !grow_last,
+                "--grow-last: snapshot disk {} has no partition table, so there is no partition to grow",
+                d.name
             );
         }
         TableInfo::Mbr { .. } => {
@@ -67,7 +78,10 @@ pub fn expected(store: &Store, d: &DiskRecord, target_size: u64) -> Result<Vec<T
                 "target is too small: the partitions of snapshot disk {} end at byte {ends}, the target has {target_size} bytes",
                 d.name
             );
-            let (offset, bytes) = need("mbr")?;
+            let (offset, mut bytes) = need("mbr")?;
+            if grow_last {
+                grown = Some(grow_last_mbr(d, &mut bytes, target_size / ss, ss)?);
+            }
             out.push(TableSectorBytes {
                 name: "mbr".into(),
                 offset,
@@ -80,9 +94,10 @@ pub fn expected(store: &Store, d: &DiskRecord, target_size: u64) -> Result<Vec<T
             let (ph_off, primary_header) = need("gpt-primary-header")?;
             let (pe_off, primary_entries) = need("gpt-primary-entries")?;
             let backup = match (raw("gpt-backup-entries")?, raw("gpt-backup-header")?) {
-                (Some(e), Some(h)) if target_size == d.size => Some((e, h)),
+                (Some(e), Some(h)) if target_size == d.size && !grow_last => Some((e, h)),
                 _ => None,
             };
+            let mut primary_entries = primary_entries;
             let (backup_entries, backup_header, primary_header) = match backup {
                 Some((e, h)) => (e, h, primary_header),
                 None => {
@@ -102,10 +117,19 @@ pub fn expected(store: &Store, d: &DiskRecord, target_size: u64) -> Result<Vec<T
                         );
                     }
                     gpt::patch_protective_mbr(&mut mbr, d.sector_count(), target_sectors);
+                    let (mut primary, mut backup) = (r.primary_header, r.backup_header);
+                    if grow_last {
+                        let h = gpt::GptHeader::parse(&primary, 1)?;
+                        let (n, old, new) =
+                            gpt::grow_last(&h, &mut primary_entries, r.last_usable_lba)?;
+                        gpt::set_entries_crc(&mut primary, &primary_entries)?;
+                        gpt::set_entries_crc(&mut backup, &primary_entries)?;
+                        grown = Some(grown_note(n, old, new, ss));
+                    }
                     (
                         (r.backup_entries_lba * ss, primary_entries.clone()),
-                        (r.backup_header_lba * ss, r.backup_header),
-                        r.primary_header,
+                        (r.backup_header_lba * ss, backup),
+                        primary,
                     )
                 }
             };
@@ -144,7 +168,53 @@ pub fn expected(store: &Store, d: &DiskRecord, target_size: u64) -> Result<Vec<T
             d.name
         );
     }
-    Ok(out)
+    Ok(Expected {
+        sectors: out,
+        grown,
+    })
+}
+
+/// The table sectors, plus what --grow-last changed, for the plan to say.
+pub struct Expected {
+    pub sectors: Vec<TableSectorBytes>,
+    pub grown: Option<String>,
+}
+
+fn grown_note(number: u32, old_sectors: u64, new_sectors: u64, ss: u64) -> String {
+    format!(
+        "--grow-last: partition {number} grows from {} to {}; the filesystem itself is not grown (run resize2fs, xfs_growfs or similar after boot)",
+        units::bytes(old_sectors * ss),
+        units::bytes(new_sectors * ss),
+    )
+}
+
+/// Grows the primary partition that starts last to the end of the disk (bytes 440..512 of LBA 0).
+fn grow_last_mbr(d: &DiskRecord, mbr: &mut [u8], target_sectors: u64, ss: u64) -> Result<String> {
+    let last = d
+        .partitions
+        .iter()
+        .max_by_key(|p| p.info.offset)
+        .context("no partition to grow")?;
+    ensure!(
+        (1..=4).contains(&last.info.number),
+        "--grow-last: the last partition of snapshot disk {} is logical partition {}; only a primary partition can be grown",
+        d.name,
+        last.info.number
+    );
+    let e = 6 + 16 * (last.info.number as usize - 1);
+    let start = u64::from(u32::from_le_bytes(
+        mbr[e + 8..e + 12].try_into().expect("4 bytes"),
+    ));
+    let old = u64::from(u32::from_le_bytes(
+        mbr[e + 12..e + 16].try_into().expect("4 bytes"),
+    ));
+    let new = target_sectors.min(u64::from(u32::MAX)) - start;
+    ensure!(
+        new >= old,
+        "--grow-last: the target is smaller than the last partition"
+    );
+    mbr[e + 12..e + 16].copy_from_slice(&(new as u32).to_le_bytes());
+    Ok(grown_note(last.info.number, old, new, ss))
 }
 
 impl TableSectorBytes {
