@@ -6,7 +6,10 @@ ensure_commands() {
     for pair in "$@"; do
         cmd=${pair%%:*}
         pkg=${pair#*:}
-        command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+        case $cmd in
+            /*) [ -e "$cmd" ] || missing+=("$pkg") ;;  # a file the package ships
+            *) command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg") ;;
+        esac
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ]; then
@@ -27,4 +30,11 @@ ensure_rust() {
 }
 
 # Commands the tests use, and the Debian package of each.
-TEST_COMMANDS=(sgdisk:gdisk sfdisk:fdisk mkfs.ext4:e2fsprogs losetup:mount swapon:mount mkswap:util-linux cmp:diffutils python3:python3)
+TEST_COMMANDS=(sgdisk:gdisk sfdisk:fdisk mkfs.ext4:e2fsprogs losetup:mount swapon:mount mkswap:util-linux
+    cmp:diffutils python3:python3
+    # Boot-loader tests: real loaders installed on test disks, booted under qemu.
+    qemu-system-x86_64:qemu-system-x86 /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf
+    grub-mkimage:grub-common /usr/lib/grub/i386-pc/boot.img:grub-pc-bin
+    /usr/lib/grub/x86_64-efi/normal.mod:grub-efi-amd64-bin extlinux:extlinux
+    /usr/lib/syslinux/mbr/mbr.bin:syslinux-common mcopy:mtools mkfs.vfat:dosfstools
+    busybox:busybox-static cpio:cpio /usr/lib/shim/shimx64.efi:shim-signed timeout:coreutils)

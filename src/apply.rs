@@ -34,6 +34,8 @@ pub struct ApplyReport {
     pub table_sectors_written: u64,
     pub verified: bool,
     pub seconds: f64,
+    /// The offline boot-chain check of every target whose snapshot recorded a boot loader.
+    pub boot_check: Vec<crate::boot::ChainReport>,
 }
 
 struct Target<'a> {
@@ -213,6 +215,23 @@ pub fn apply(
         report.verified = true;
     }
     report.seconds = started.elapsed().as_secs_f64();
+    for t in targets.iter().filter(|t| !t.record.boot_loaders.is_empty()) {
+        let chain = crate::boot::check_disk(&t.disk, Some(&t.record.boot_loaders));
+        if t.record.boot_chain_whole && !chain.whole {
+            let broken: Vec<String> = chain
+                .links
+                .iter()
+                .filter(|l| !l.ok)
+                .map(|l| format!("{}: {}", l.link, l.detail))
+                .collect();
+            bail!(
+                "apply wrote everything, but the boot chain of {} is broken ({}); run restore check-boot for details",
+                t.disk.path.display(),
+                broken.join("; ")
+            );
+        }
+        report.boot_check.push(chain);
+    }
     Ok(report)
 }
 

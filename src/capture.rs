@@ -179,6 +179,14 @@ fn capture_disk(
         });
     }
     progress.finish();
+    let (boot_loaders, warnings) = crate::boot::detect(disk, layout);
+    for w in warnings {
+        eprintln!("warning: {}: {w}", disk.path.display());
+    }
+    let boot_chain_whole = !boot_loaders.is_empty()
+        && crate::boot::check(disk, layout, Some(&boot_loaders))
+            .iter()
+            .all(|l| l.ok);
     Ok(DiskRecord {
         name,
         source: disk.path.display().to_string(),
@@ -190,6 +198,8 @@ fn capture_disk(
         table_sectors,
         boot_regions,
         partitions,
+        boot_loaders,
+        boot_chain_whole,
     })
 }
 

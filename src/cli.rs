@@ -43,6 +43,26 @@ enum Command {
     Apply(ApplyArgs),
     /// Show what is on a disk now: identity, sizes, table, partitions, filesystems, boot loader.
     Probe(ProbeArgs),
+    /// Check a disk's boot chain offline; exit 0 when it is whole, 1 when a link is broken.
+    CheckBoot(CheckBootArgs),
+}
+
+#[derive(Args)]
+struct CheckBootArgs {
+    /// Compare with the boot loaders recorded in a snapshot of this store.
+    #[arg(long, env = "RESTORE_STORE")]
+    store: Option<String>,
+    #[arg(long)]
+    host: Option<String>,
+    /// Snapshot id, or "latest" (with --store).
+    #[arg(long, default_value = "latest")]
+    snapshot: String,
+    /// Which disk of the snapshot to compare with (default: the only one, or the one of the same size).
+    #[arg(long)]
+    source: Option<String>,
+    #[arg(long)]
+    json: bool,
+    disk: PathBuf,
 }
 
 #[derive(Args)]
@@ -179,6 +199,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Plan(a) => run_plan(a),
         Command::Apply(a) => run_apply(a),
         Command::Probe(a) => run_probe(a),
+        Command::CheckBoot(a) => run_check_boot(a),
     }
 }
 
@@ -405,6 +426,14 @@ fn run_apply(a: ApplyArgs) -> Result<i32> {
             report.seconds,
             if report.verified { ", verified" } else { "" }
         );
+        for c in &report.boot_check {
+            println!(
+                "Boot chain of {}: {} ({} links checked).",
+                c.disk,
+                if c.whole { "whole" } else { "BROKEN" },
+                c.links.len()
+            );
+        }
     }
     Ok(0)
 }
@@ -417,4 +446,50 @@ fn run_probe(a: ProbeArgs) -> Result<i32> {
         print!("{}", crate::probe::human(&report));
     }
     Ok(0)
+}
+
+fn run_check_boot(a: CheckBootArgs) -> Result<i32> {
+    let disk = crate::disk::Disk::open_read(&a.disk)?;
+    let captured = match &a.store {
+        Some(s) => {
+            let store = Store::open(s)?;
+            let m = manifest::resolve(&store, a.host.as_deref(), &a.snapshot)?;
+            let pick = match &a.source {
+                Some(name) => m.disks.iter().find(|d| &d.name == name),
+                None if m.disks.len() == 1 => m.disks.first(),
+                None => m.disks.iter().find(|d| d.size == disk.size),
+            };
+            let Some(d) = pick else {
+                bail!(
+                    "cannot tell which disk of snapshot {} to compare {} with; say it with --source",
+                    m.id,
+                    a.disk.display()
+                );
+            };
+            Some(d.boot_loaders.clone())
+        }
+        None => None,
+    };
+    let report = crate::boot::check_disk(&disk, captured.as_deref());
+    if a.json {
+        print_json(&report)?;
+    } else {
+        for l in &report.links {
+            println!(
+                "{} {}: {}",
+                if l.ok { "ok    " } else { "BROKEN" },
+                l.link,
+                l.detail
+            );
+        }
+        println!(
+            "{}",
+            if report.whole {
+                "boot chain whole"
+            } else {
+                "boot chain broken"
+            }
+        );
+    }
+    Ok(if report.whole { 0 } else { 1 })
 }

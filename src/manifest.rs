@@ -5,6 +5,7 @@
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
+use crate::boot::BootLoader;
 use crate::chunk::ChunkId;
 use crate::disk::Identity;
 use crate::disk::layout::{PartitionInfo, TableInfo};
@@ -41,6 +42,13 @@ pub struct DiskRecord {
     pub table_sectors: Vec<TableSectorRecord>,
     pub boot_regions: Vec<RegionRecord>,
     pub partitions: Vec<PartitionRecord>,
+    /// Boot loaders recognised at capture, with what each needs (core image sector list,
+    /// ESP files and hashes, EXTLINUX hidden sectors).
+    #[serde(default)]
+    pub boot_loaders: Vec<BootLoader>,
+    /// Whether the offline boot-chain check passed on the source disk at capture.
+    #[serde(default)]
+    pub boot_chain_whole: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::boot;
+use crate::boot::{self, BootLoader};
 use crate::disk::layout::{self, PartitionInfo, TableInfo};
 use crate::disk::{Disk, Identity, guard};
 use crate::units;
@@ -25,6 +25,9 @@ pub struct ProbeReport {
     pub table_problems: Vec<String>,
     pub partitions: Vec<ProbedPartition>,
     pub boot_code: String,
+    /// Boot loaders recognised, and problems met while reading them.
+    pub boot_loaders: Vec<BootLoader>,
+    pub boot_warnings: Vec<String>,
     /// Why apply would refuse this disk right now, if it would.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_use: Option<String>,
@@ -62,6 +65,10 @@ pub fn probe(path: &Path) -> Result<ProbeReport> {
             }
         }
     }
+    let (boot_loaders, boot_warnings) = match layout::read_layout(&disk) {
+        Ok(l) => boot::detect(&disk, &l),
+        Err(_) => (Vec::new(), Vec::new()),
+    };
     let partitions = partitions
         .into_iter()
         .map(|info| {
@@ -74,7 +81,8 @@ pub fn probe(path: &Path) -> Result<ProbeReport> {
                     Some("BIOS boot partition (holds a core image)".to_string())
                 }
                 "bios-boot" => Some("BIOS boot partition (empty)".to_string()),
-                _ => boot::recognise_volume_boot(&vbr),
+                _ => boot::extlinux::is_vbr(&vbr)
+                    .then(|| "EXTLINUX/SYSLINUX volume boot record".to_string()),
             };
             ProbedPartition { info, boot_loader }
         })
@@ -98,6 +106,8 @@ pub fn probe(path: &Path) -> Result<ProbeReport> {
         } else {
             "none".into()
         },
+        boot_loaders,
+        boot_warnings,
         in_use: guard::check_writable(&disk, None)
             .err()
             .map(|e| format!("{e:#}")),
@@ -139,6 +149,12 @@ pub fn human(r: &ProbeReport) -> String {
         let _ = writeln!(out, "  problem: {p}");
     }
     let _ = writeln!(out, "  boot code: {}", r.boot_code);
+    for b in &r.boot_loaders {
+        let _ = writeln!(out, "  boot loader: {}", b.describe());
+    }
+    for w in &r.boot_warnings {
+        let _ = writeln!(out, "  boot problem: {w}");
+    }
     for p in &r.partitions {
         let i = &p.info;
         let _ = writeln!(

@@ -1,5 +1,203 @@
-//! Boot loaders: recognising what sits in the boot code of LBA 0 and in partitions, so probe,
-//! plan and check-boot can name it.
+//! Boot loaders: recognising them at capture and in `probe`, recording what each needs in the
+//! manifest, and checking offline that a disk's boot chain is whole (`check-boot`, and after
+//! every apply). GRUB on BIOS, UEFI loaders on the ESP (GRUB, shim, systemd-boot, the
+//! removable fallback path) and EXTLINUX.
+
+pub mod esp;
+pub mod extlinux;
+pub mod grub_bios;
+
+use serde::{Deserialize, Serialize};
+
+use crate::disk::Disk;
+use crate::disk::layout::DiskLayout;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum BootLoader {
+    GrubBios(grub_bios::GrubBios),
+    Uefi(esp::Uefi),
+    Extlinux(extlinux::Extlinux),
+}
+
+impl BootLoader {
+    pub fn describe(&self) -> String {
+        match self {
+            BootLoader::GrubBios(g) => format!(
+                "GRUB for BIOS: core image at LBA {} in the {} ({} sector-list entries)",
+                g.core_lba,
+                g.core_location,
+                g.sector_list.len()
+            ),
+            BootLoader::Uefi(u) => format!(
+                "UEFI on ESP partition {}: {} ({} files)",
+                u.esp_partition,
+                if u.loaders.is_empty() {
+                    "no known loader".to_string()
+                } else {
+                    u.loaders.join(", ")
+                },
+                u.files.len()
+            ),
+            BootLoader::Extlinux(e) => format!(
+                "EXTLINUX in partition {} (hidden sectors {})",
+                e.partition, e.hidden_sectors
+            ),
+        }
+    }
+}
+
+/// One link of a boot chain and whether it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Link {
+    pub link: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl Link {
+    pub fn new(link: &str, ok: bool, detail: &str) -> Link {
+        Link {
+            link: link.to_string(),
+            ok,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// Every boot loader found on `disk`; problems reading one are reported as warnings.
+pub fn detect(disk: &Disk, layout: &DiskLayout) -> (Vec<BootLoader>, Vec<String>) {
+    let mut found = Vec::new();
+    let mut warnings = Vec::new();
+    match grub_bios::read(disk, layout) {
+        Some(Ok(g)) => found.push(BootLoader::GrubBios(g)),
+        Some(Err(why)) => warnings.push(format!(
+            "GRUB boot code found but its chain is broken: {why}"
+        )),
+        None => {}
+    }
+    for p in layout.partitions.iter().filter(|p| p.role == "esp") {
+        match esp::list_files(disk, p.offset, p.size) {
+            Ok(files) => found.push(BootLoader::Uefi(esp::Uefi {
+                esp_partition: p.number,
+                loaders: esp::loaders(&files),
+                files,
+            })),
+            Err(e) => warnings.push(format!("ESP partition {}: {e:#}", p.number)),
+        }
+    }
+    found.extend(
+        extlinux::read(disk, layout)
+            .into_iter()
+            .map(BootLoader::Extlinux),
+    );
+    (found, warnings)
+}
+
+/// Checks the boot chain of `disk` offline. With the loaders recorded in a snapshot, each is
+/// checked against what was captured; without, whatever is found on the disk is checked.
+pub fn check(disk: &Disk, layout: &DiskLayout, captured: Option<&[BootLoader]>) -> Vec<Link> {
+    let boot_sig = disk
+        .read_vec(0, 512)
+        .map(|s| s[510] == 0x55 && s[511] == 0xAA)
+        .unwrap_or(false);
+    let mut links = vec![Link::new(
+        "boot signature",
+        boot_sig,
+        if boot_sig {
+            "LBA 0 ends in 0x55AA"
+        } else {
+            "LBA 0 lacks the 0x55AA boot signature"
+        },
+    )];
+    let detected;
+    let loaders = match captured {
+        Some(c) => c,
+        None => {
+            detected = detect(disk, layout).0;
+            &detected[..]
+        }
+    };
+    if loaders.is_empty() && captured.is_none() {
+        match grub_bios::read(disk, layout) {
+            Some(Err(why)) => links.push(Link::new("grub-bios: core image", false, &why)),
+            _ => links.push(Link::new(
+                "boot loader",
+                false,
+                "no boot loader recognised on this disk",
+            )),
+        }
+    }
+    for l in loaders {
+        match l {
+            BootLoader::GrubBios(g) => {
+                links.extend(grub_bios::check(disk, layout, captured.map(|_| g)))
+            }
+            BootLoader::Extlinux(e) => links.extend(extlinux::check(disk, layout, e)),
+            BootLoader::Uefi(u) => links.extend(check_uefi(disk, layout, u, captured.is_some())),
+        }
+    }
+    links
+}
+
+fn check_uefi(disk: &Disk, layout: &DiskLayout, want: &esp::Uefi, compare: bool) -> Vec<Link> {
+    let name = format!("uefi (ESP partition {})", want.esp_partition);
+    let Some(p) = layout
+        .partitions
+        .iter()
+        .find(|p| p.number == want.esp_partition && p.role == "esp")
+    else {
+        return vec![Link::new(
+            &name,
+            false,
+            "the ESP is gone from the partition table",
+        )];
+    };
+    let files = match esp::list_files(disk, p.offset, p.size) {
+        Ok(f) => f,
+        Err(e) => {
+            return vec![Link::new(
+                &format!("{name}: FAT filesystem"),
+                false,
+                &format!("{e:#}"),
+            )];
+        }
+    };
+    let mut links = vec![Link::new(
+        &format!("{name}: FAT filesystem"),
+        true,
+        &format!("{} files", files.len()),
+    )];
+    let fallback = esp::find(&files, esp::FALLBACK).is_some();
+    links.push(Link::new(
+        &format!("{name}: fallback loader"),
+        fallback,
+        if fallback {
+            "\\EFI\\BOOT\\BOOTX64.EFI exists"
+        } else {
+            "\\EFI\\BOOT\\BOOTX64.EFI is missing"
+        },
+    ));
+    if compare {
+        for f in want
+            .files
+            .iter()
+            .filter(|f| f.path.to_ascii_lowercase().ends_with(".efi"))
+        {
+            let ok = esp::find(&files, &f.path).is_some_and(|now| now.hash == f.hash);
+            links.push(Link::new(
+                &format!("{name}: {}", f.path),
+                ok,
+                if ok {
+                    "hashes as captured"
+                } else {
+                    "missing or different from the snapshot"
+                },
+            ));
+        }
+    }
+    links
+}
 
 /// Names the boot code in the first 440 bytes of LBA 0.
 pub fn recognise_boot_code(lba0: &[u8]) -> String {
@@ -7,10 +205,10 @@ pub fn recognise_boot_code(lba0: &[u8]) -> String {
     let contains = |needle: &[u8]| code.windows(needle.len()).any(|w| w == needle);
     if code.iter().all(|&b| b == 0) {
         "none (boot code is zero)".into()
-    } else if contains(b"GRUB") {
+    } else if grub_bios::is_grub_boot_code(lba0) {
         "GRUB (i386-pc boot.img)".into()
-    } else if contains(b"SYSLINUX") || contains(b"Missing OS") {
-        "SYSLINUX/EXTLINUX MBR".into()
+    } else if contains(b"Multiple active partitions") {
+        "SYSLINUX MBR (boots the active partition)".into()
     } else {
         format!(
             "unrecognised boot code ({} non-zero bytes)",
@@ -19,12 +217,23 @@ pub fn recognise_boot_code(lba0: &[u8]) -> String {
     }
 }
 
-/// Names a boot loader found at the start of a partition (a volume boot record).
-pub fn recognise_volume_boot(sector: &[u8]) -> Option<String> {
-    let contains = |needle: &[u8]| sector.windows(needle.len()).any(|w| w == needle);
-    if contains(b"EXTLINUX") || contains(b"SYSLINUX") {
-        Some("EXTLINUX/SYSLINUX volume boot record".into())
-    } else {
-        None
+#[derive(Clone, Debug, Serialize)]
+pub struct ChainReport {
+    pub disk: String,
+    pub whole: bool,
+    pub links: Vec<Link>,
+}
+
+/// Reads the disk's current layout and checks its chain; a table that cannot be read is a
+/// broken link, not an error.
+pub fn check_disk(disk: &Disk, captured: Option<&[BootLoader]>) -> ChainReport {
+    let links = match crate::disk::layout::read_layout(disk) {
+        Ok(layout) => check(disk, &layout, captured),
+        Err(e) => vec![Link::new("partition table", false, &format!("{e:#}"))],
+    };
+    ChainReport {
+        disk: disk.path.display().to_string(),
+        whole: links.iter().all(|l| l.ok),
+        links,
     }
 }

@@ -1,0 +1,385 @@
+//! Boot loaders, proven by booting: disks with real GRUB (BIOS, UEFI), shim and EXTLINUX
+//! installs are captured, damaged, repaired with plan + apply, and booted in qemu (SeaBIOS or
+//! OVMF) until the kernel's initramfs prints its marker. check-boot must name each broken link.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+const MARKER: &str = "RESTORE-TEST-BOOTED";
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+static FIXTURES: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Builds (once per run; kept in target/ between runs) the boot-loader test disks.
+fn fixtures() -> Option<PathBuf> {
+    if !have_root() {
+        return None;
+    }
+    for tool in [
+        "qemu-system-x86_64",
+        "grub-mkimage",
+        "mkfs.vfat",
+        "mcopy",
+        "extlinux",
+        "busybox",
+        "cpio",
+        "sgdisk",
+        "sfdisk",
+    ] {
+        require_tool(tool);
+    }
+    assert!(
+        Path::new(OVMF_CODE).exists(),
+        "OVMF is not installed: run scripts/test.sh"
+    );
+    let mut f = FIXTURES.lock().unwrap_or_else(|e| e.into_inner());
+    if f.is_none() {
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/boot-fixtures");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/boot/fixtures.sh");
+        sh("bash", &[p(&script), p(&out)]);
+        *f = Some(out);
+    }
+    f.clone()
+}
+
+#[derive(Clone, Copy)]
+enum Firmware {
+    Bios,
+    /// OVMF with an empty NVRAM: only the removable fallback path can boot.
+    Uefi,
+}
+
+/// Boots `disk` (copy-on-write, so the image is not changed) and says whether the marker appeared.
+fn boots(tmp: &Tmp, disk: &Path, fw: Firmware, timeout_s: u32) -> bool {
+    let mut args: Vec<String> = [
+        "-nographic",
+        "-no-reboot",
+        "-m",
+        "384",
+        "-nic",
+        "none",
+        "-snapshot",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push("-drive".into());
+    args.push(format!("file={},format=raw,if=virtio", disk.display()));
+    if let Firmware::Uefi = fw {
+        let vars = tmp.path(&format!("vars-{}.fd", std::process::id()));
+        std::fs::copy(OVMF_VARS, &vars).unwrap();
+        args.push("-drive".into());
+        args.push(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
+        args.push("-drive".into());
+        args.push(format!("if=pflash,format=raw,file={}", vars.display()));
+    }
+    let out = Command::new("timeout")
+        .arg(timeout_s.to_string())
+        .arg("qemu-system-x86_64")
+        .args(&args)
+        .output()
+        .expect("running qemu");
+    String::from_utf8_lossy(&out.stdout).contains(MARKER)
+}
+
+fn copy_fixture(tmp: &Tmp, dir: &Path, name: &str) -> PathBuf {
+    let dst = tmp.path(name);
+    std::fs::copy(dir.join(name), &dst).unwrap();
+    dst
+}
+
+fn check_boot(tmp: &Tmp, disk: &Path) -> (bool, String) {
+    let o = restore(&["check-boot", "--store", &tmp.store(), p(disk)]);
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{}", text(&o));
+    (o.status.success(), text(&o))
+}
+
+/// Repairs `target` with plan + apply and boots it.
+#[track_caller]
+fn repair_and_boot(tmp: &Tmp, original: &Path, target: &Path, fw: Firmware) {
+    let out = apply_store(tmp, target);
+    assert!(
+        out.contains("Boot chain of") && out.contains("whole"),
+        "{out}"
+    );
+    let size = std::fs::metadata(original)
+        .unwrap()
+        .len()
+        .min(std::fs::metadata(target).unwrap().len());
+    if std::fs::metadata(original).unwrap().len() == std::fs::metadata(target).unwrap().len() {
+        assert_same(original, target);
+    } else {
+        assert_eq!(read_at(original, 0, 440), read_at(target, 0, 440));
+        let _ = size;
+    }
+    let (whole, report) = check_boot(tmp, target);
+    assert!(whole, "check-boot after apply:\n{report}");
+    assert!(
+        boots(tmp, target, fw, 90),
+        "{} does not boot after the restore",
+        target.display()
+    );
+}
+
+#[test]
+fn bios_grub_on_gpt() {
+    let Some(dir) = fixtures() else { return };
+    let tmp = Tmp::new();
+    let orig = copy_fixture(&tmp, &dir, "bios-gpt.img");
+    assert!(
+        boots(&tmp, &orig, Firmware::Bios, 90),
+        "the fixture itself must boot"
+    );
+    capture(&tmp, "bios-gpt", &[&orig]);
+    let m: serde_json::Value =
+        serde_json::from_str(&ok(&["show", "latest", "--store", &tmp.store(), "--json"])).unwrap();
+    let loader = &m["disks"][0]["boot_loaders"][0];
+    assert_eq!(loader["kind"], "grub-bios", "{m:#}");
+    assert_eq!(loader["core_lba"], 2048);
+    assert_eq!(loader["core_location"], "bios-boot partition 1");
+    assert_eq!(m["disks"][0]["boot_chain_whole"], true);
+
+    // The incident: boot code zeroed. It no longer boots, check-boot says why.
+    let t = tmp.path("t.img");
+    std::fs::copy(&orig, &t).unwrap();
+    write_at(&t, 0, &[0u8; 440]);
+    assert!(
+        !boots(&tmp, &t, Firmware::Bios, 25),
+        "a disk without boot code must not boot"
+    );
+    let (whole, report) = check_boot(&tmp, &t);
+    assert!(
+        !whole && report.contains("BROKEN grub-bios: boot code"),
+        "{report}"
+    );
+    repair_and_boot(&tmp, &orig, &t, Firmware::Bios);
+
+    // The BIOS boot partition overwritten.
+    write_at(&t, MIB, &random_bytes(5, MIB as usize));
+    let (whole, report) = check_boot(&tmp, &t);
+    assert!(
+        !whole && report.contains("BROKEN grub-bios: core image"),
+        "{report}"
+    );
+    let plan = plan_json(&tmp, &t, &[]);
+    assert!(
+        plan["totals"]["bytes_to_write"].as_u64().unwrap() <= MIB,
+        "{plan:#}"
+    );
+    repair_and_boot(&tmp, &orig, &t, Firmware::Bios);
+
+    // The first MiB zeroed: table, boot code, gap.
+    write_at(&t, 0, &vec![0u8; MIB as usize]);
+    repair_and_boot(&tmp, &orig, &t, Firmware::Bios);
+}
+
+#[test]
+fn bios_grub_on_mbr_post_mbr_gap() {
+    let Some(dir) = fixtures() else { return };
+    let tmp = Tmp::new();
+    let orig = copy_fixture(&tmp, &dir, "bios-mbr.img");
+    capture(&tmp, "bios-mbr", &[&orig]);
+    let t = tmp.path("t.img");
+    std::fs::copy(&orig, &t).unwrap();
+    write_at(&t, 512, &random_bytes(6, 2048 * 512 - 512));
+    let (whole, report) = check_boot(&tmp, &t);
+    assert!(!whole, "{report}");
+    let plan = plan_json(&tmp, &t, &[]);
+    let written: Vec<&str> = plan["disks"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] != "keep")
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(written, vec!["post-table-gap"], "{plan:#}");
+    repair_and_boot(&tmp, &orig, &t, Firmware::Bios);
+}
+
+#[test]
+fn uefi_grub_esp_gpt_and_new_disk() {
+    let Some(dir) = fixtures() else { return };
+    let tmp = Tmp::new();
+    let orig = copy_fixture(&tmp, &dir, "uefi-grub.img");
+    assert!(
+        boots(&tmp, &orig, Firmware::Uefi, 90),
+        "the fixture itself must boot"
+    );
+    capture(&tmp, "uefi", &[&orig]);
+    let m: serde_json::Value =
+        serde_json::from_str(&ok(&["show", "latest", "--store", &tmp.store(), "--json"])).unwrap();
+    let loader = &m["disks"][0]["boot_loaders"][0];
+    assert_eq!(loader["kind"], "uefi");
+    assert!(
+        loader["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["path"] == "/EFI/BOOT/BOOTX64.EFI"),
+        "{loader:#}"
+    );
+
+    // ESP overwritten.
+    let t = tmp.path("t.img");
+    std::fs::copy(&orig, &t).unwrap();
+    write_at(&t, MIB, &random_bytes(7, 8 * MIB as usize));
+    let (whole, report) = check_boot(&tmp, &t);
+    assert!(!whole && report.contains("FAT filesystem"), "{report}");
+    repair_and_boot(&tmp, &orig, &t, Firmware::Uefi);
+
+    // GPT gone: both copies.
+    let size = std::fs::metadata(&t).unwrap().len();
+    write_at(&t, 0, &vec![0u8; 34 * 512]);
+    write_at(&t, size - 33 * 512, &vec![0u8; 33 * 512]);
+    repair_and_boot(&tmp, &orig, &t, Firmware::Uefi);
+
+    // A new, larger disk with an empty NVRAM: the fallback path carries the boot.
+    let new = tmp.path("new-disk.img");
+    blank(&new, 256 * MIB);
+    repair_and_boot(&tmp, &orig, &new, Firmware::Uefi);
+}
+
+#[test]
+fn uefi_shim_esp_overwritten() {
+    let Some(dir) = fixtures() else { return };
+    let tmp = Tmp::new();
+    let orig = copy_fixture(&tmp, &dir, "uefi-shim.img");
+    capture(&tmp, "shim", &[&orig]);
+    let m: serde_json::Value =
+        serde_json::from_str(&ok(&["show", "latest", "--store", &tmp.store(), "--json"])).unwrap();
+    let loaders = m["disks"][0]["boot_loaders"][0]["loaders"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        loaders.contains(&"shim".into()) && loaders.contains(&"grub".into()),
+        "{loaders:?}"
+    );
+    let t = tmp.path("t.img");
+    std::fs::copy(&orig, &t).unwrap();
+    write_at(&t, MIB, &random_bytes(8, 64 * MIB as usize));
+    repair_and_boot(&tmp, &orig, &t, Firmware::Uefi);
+}
+
+#[test]
+fn extlinux_on_mbr() {
+    let Some(dir) = fixtures() else { return };
+    let tmp = Tmp::new();
+    let orig = copy_fixture(&tmp, &dir, "extlinux-mbr.img");
+    capture(&tmp, "ext", &[&orig]);
+    let t = tmp.path("t.img");
+    std::fs::copy(&orig, &t).unwrap();
+    write_at(&t, 0, &[0u8; 440]);
+    write_at(&t, MIB, &[0u8; 512]);
+    let (whole, report) = check_boot(&tmp, &t);
+    assert!(!whole && report.contains("volume boot record"), "{report}");
+    repair_and_boot(&tmp, &orig, &t, Firmware::Bios);
+}
+
+/// A way to break a disk image in place.
+type Damage = Box<dyn Fn(&Path)>;
+
+/// check-boot names each kind of broken link, and is clean after apply.
+#[test]
+fn check_boot_names_each_broken_link() {
+    let Some(dir) = fixtures() else { return };
+    let tmp = Tmp::new();
+    let gpt = copy_fixture(&tmp, &dir, "bios-gpt.img");
+    let (whole, report) = check_boot(&tmp, &gpt);
+    assert!(
+        !whole && report.contains("no store"),
+        "a missing store is an error:\n{report}"
+    );
+    capture(&tmp, "h", &[&gpt]);
+    let o = restore(&["check-boot", p(&gpt)]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "whole chain without a store:\n{}",
+        text(&o)
+    );
+    let cases: Vec<(&str, Damage, &str)> = vec![
+        (
+            "boot signature",
+            Box::new(|d: &Path| write_at(d, 510, &[0, 0])),
+            "BROKEN boot signature",
+        ),
+        (
+            "boot code",
+            Box::new(|d: &Path| write_at(d, 0, &[0u8; 440])),
+            "BROKEN grub-bios: boot code",
+        ),
+        (
+            "core pointer",
+            Box::new(|d: &Path| write_at(d, 0x5c, &100_000u64.to_le_bytes())),
+            "boot code points at LBA 100000, outside the bios-boot partition 1",
+        ),
+        (
+            "sector list",
+            Box::new(|d: &Path| write_at(d, 2048 * 512 + 0x1f4, &50_000u64.to_le_bytes())),
+            "sector list entry LBA 50000",
+        ),
+        (
+            "core image content",
+            Box::new(|d: &Path| write_at(d, 2049 * 512 + 77, b"changed")),
+            "differs from the core image captured",
+        ),
+    ];
+    for (what, damage, expect) in cases {
+        let t = tmp.path("broken.img");
+        std::fs::copy(&gpt, &t).unwrap();
+        damage(&t);
+        let (whole, report) = check_boot(&tmp, &t);
+        assert!(
+            !whole && report.contains(expect),
+            "{what}: expected {expect:?} in:\n{report}"
+        );
+        let json = restore(&["check-boot", "--json", "--store", &tmp.store(), p(&t)]);
+        let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        assert_eq!(v["whole"], false);
+        apply_store(&tmp, &t);
+        let (whole, report) = check_boot(&tmp, &t);
+        assert!(whole, "{what}: not clean after apply:\n{report}");
+    }
+    // UEFI: the fallback loader deleted from the ESP (mtools, at the partition's offset).
+    require_tool("mdel");
+    let uefi_tmp = Tmp::new();
+    let uefi = copy_fixture(&uefi_tmp, &dir, "uefi-grub.img");
+    capture(&uefi_tmp, "u", &[&uefi]);
+    let t = uefi_tmp.path("nofallback.img");
+    std::fs::copy(&uefi, &t).unwrap();
+    sh(
+        "mdel",
+        &[
+            "-i",
+            &format!("{}@@{}", t.display(), MIB),
+            "::/EFI/BOOT/BOOTX64.EFI",
+        ],
+    );
+    let (whole, report) = check_boot(&uefi_tmp, &t);
+    assert!(
+        !whole && report.contains("BOOTX64.EFI is missing"),
+        "{report}"
+    );
+    apply_store(&uefi_tmp, &t);
+    assert!(check_boot(&uefi_tmp, &t).0);
+    // EXTLINUX: wrong hidden sectors.
+    let ext_tmp = Tmp::new();
+    let ext = copy_fixture(&ext_tmp, &dir, "extlinux-mbr.img");
+    capture(&ext_tmp, "e", &[&ext]);
+    let t = ext_tmp.path("hidden.img");
+    std::fs::copy(&ext, &t).unwrap();
+    write_at(&t, MIB + 0x1c, &0u32.to_le_bytes());
+    let (whole, report) = check_boot(&ext_tmp, &t);
+    assert!(
+        !whole
+            && report.contains("volume boot record says LBA 0, the partition starts at LBA 2048"),
+        "{report}"
+    );
+    apply_store(&ext_tmp, &t);
+    assert!(check_boot(&ext_tmp, &t).0);
+}
