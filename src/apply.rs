@@ -36,6 +36,8 @@ pub struct ApplyReport {
     pub seconds: f64,
     /// The offline boot-chain check of every target whose snapshot recorded a boot loader.
     pub boot_check: Vec<crate::boot::ChainReport>,
+    /// UEFI boot entries created ("Boot0003 \EFI\debian\shimx64.efi").
+    pub boot_entries: Vec<String>,
 }
 
 struct Target<'a> {
@@ -213,6 +215,31 @@ pub fn apply(
     if opts.verify {
         verify(&targets, &data, &regions, &tables)?;
         report.verified = true;
+    }
+    // UEFI boot entries last: the disk is complete before firmware is told to boot it.
+    for t in targets.iter().filter(|t| {
+        t.plan
+            .actions
+            .iter()
+            .any(|a| a.component == Component::BootEntry && a.writes())
+    }) {
+        let partitions: Vec<_> = t.record.partitions.iter().map(|p| p.info.clone()).collect();
+        let decision = crate::boot::entry_decision(
+            &t.record.boot_loaders,
+            &partitions,
+            u64::from(t.record.logical_sector_size),
+            m.nvram.as_ref(),
+            t.disk.is_block_device,
+            plan.nvram,
+        );
+        if let crate::boot::EntryDecision::Create { option, dir } = decision {
+            let n = crate::boot::efivars::install_entry(&dir, &option).with_context(|| {
+                format!("creating the UEFI boot entry for {}", t.disk.path.display())
+            })?;
+            report
+                .boot_entries
+                .push(format!("Boot{n:04X} {}", option.file.unwrap_or_default()));
+        }
     }
     report.seconds = started.elapsed().as_secs_f64();
     for t in targets.iter().filter(|t| !t.record.boot_loaders.is_empty()) {

@@ -89,6 +89,7 @@ pub fn capture(opts: &CaptureOptions, progress: &dyn Progress) -> Result<Capture
         chunk_size: store.config.chunk_size,
         tool_version: env!("CARGO_PKG_VERSION").into(),
         disks: records,
+        nvram: crate::boot::efivars::efivars_dir().map(|d| crate::boot::efivars::capture(&d)),
     };
     crate::failpoint::hit("before-manifest");
     let key = Manifest::key(&m.host, &m.id);

@@ -145,6 +145,9 @@ struct Selection {
     /// filesystem is not grown).
     #[arg(long)]
     grow_last: bool,
+    /// Never create UEFI boot entries in this machine's NVRAM.
+    #[arg(long)]
+    no_nvram: bool,
 }
 
 #[derive(Args)]
@@ -346,6 +349,7 @@ fn plan_options(sel: &Selection, disks: Vec<PathBuf>) -> Result<PlanOptions> {
             .collect::<Result<_>>()?,
         mode: if sel.quick { Mode::Quick } else { Mode::Deep },
         grow_last: sel.grow_last,
+        nvram: !sel.no_nvram,
     })
 }
 
@@ -426,6 +430,9 @@ fn run_apply(a: ApplyArgs) -> Result<i32> {
             report.seconds,
             if report.verified { ", verified" } else { "" }
         );
+        for e in &report.boot_entries {
+            println!("Created UEFI boot entry {e}, first in BootOrder.");
+        }
         for c in &report.boot_check {
             println!(
                 "Boot chain of {}: {} ({} links checked).",

@@ -25,6 +25,9 @@ pub struct Manifest {
     pub chunk_size: u32,
     pub tool_version: String,
     pub disks: Vec<DiskRecord>,
+    /// Boot####, BootOrder and Timeout, when the capture ran on a UEFI system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nvram: Option<crate::boot::efivars::Nvram>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

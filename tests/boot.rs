@@ -383,3 +383,119 @@ fn check_boot_names_each_broken_link() {
     apply_store(&ext_tmp, &t);
     assert!(check_boot(&ext_tmp, &t).0);
 }
+
+/// UEFI boot entries: written through efivarfs when restoring a real disk on a UEFI system
+/// (here an efivarfs-shaped directory named by RESTORE_EFIVARS), never for an image file, and
+/// a plan says why not when it does not write one.
+#[test]
+fn uefi_boot_entry_for_a_restored_esp() {
+    let Some(dir) = fixtures() else { return };
+    let tmp = Tmp::new();
+    let orig = copy_fixture(&tmp, &dir, "uefi-shim.img");
+    capture(&tmp, "shim", &[&orig]);
+    let target = tmp.path("t.img");
+    blank(&target, std::fs::metadata(&orig).unwrap().len());
+    // Not on UEFI here: the plan says so, and that the fallback path carries the boot.
+    let plan = plan_json(&tmp, &target, &[]);
+    let entry = plan["disks"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["component"] == "boot-entry")
+        .unwrap()
+        .clone();
+    assert_eq!(entry["action"], "skip");
+    assert!(
+        entry["reason"].as_str().unwrap().contains("fallback path"),
+        "{entry:#}"
+    );
+    // A "UEFI system": efivarfs-shaped directory with one unrelated entry.
+    let vars = tmp.path("efivars");
+    std::fs::create_dir_all(&vars).unwrap();
+    std::fs::write(vars.join("Timeout-8be4df61-93ca-11d2-aa0d-00e098032b8c"), [7, 0, 0, 0, 5, 0]).unwrap();
+    let lo = Loop::new(&target, &[]);
+    let env = [("RESTORE_EFIVARS", p(&vars))];
+    let o = restore_env(
+        &[
+            "plan",
+            "--store",
+            &tmp.store(),
+            "--json",
+            "--no-progress",
+            p(&lo.dev),
+        ],
+        &env,
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let entry = plan["disks"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["component"] == "boot-entry")
+        .unwrap()
+        .clone();
+    assert_eq!(entry["action"], "write", "{entry:#}");
+    assert!(
+        entry["reason"]
+            .as_str()
+            .unwrap()
+            .contains("\\EFI\\debian\\shimx64.efi"),
+        "{entry:#}"
+    );
+    let o = restore_env(
+        &[
+            "apply",
+            "--store",
+            &tmp.store(),
+            "--yes",
+            "--no-progress",
+            p(&lo.dev),
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("Created UEFI boot entry Boot0000"),
+        "{}",
+        text(&o)
+    );
+    let var = vars.join("Boot0000-8be4df61-93ca-11d2-aa0d-00e098032b8c");
+    let raw = std::fs::read(&var).unwrap();
+    assert_eq!(&raw[..4], &[7, 0, 0, 0], "attribute prefix");
+    let path: Vec<u8> = "\\EFI\\debian\\shimx64.efi"
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    assert!(
+        raw.windows(path.len()).any(|w| w == path),
+        "the entry names the loader"
+    );
+    let order = std::fs::read(vars.join("BootOrder-8be4df61-93ca-11d2-aa0d-00e098032b8c")).unwrap();
+    assert_eq!(&order[4..6], &[0, 0], "first in BootOrder");
+    // The next plan finds the entry in place; --no-nvram never writes one.
+    let o = restore_env(
+        &[
+            "plan",
+            "--store",
+            &tmp.store(),
+            "--detailed-exitcode",
+            "--no-progress",
+            p(&lo.dev),
+        ],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = restore_env(
+        &[
+            "plan",
+            "--store",
+            &tmp.store(),
+            "--no-nvram",
+            "--json",
+            "--no-progress",
+            p(&lo.dev),
+        ],
+        &env,
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("--no-nvram"));
+}

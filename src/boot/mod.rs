@@ -3,6 +3,7 @@
 //! every apply). GRUB on BIOS, UEFI loaders on the ESP (GRUB, shim, systemd-boot, the
 //! removable fallback path) and EXTLINUX.
 
+pub mod efivars;
 pub mod esp;
 pub mod extlinux;
 pub mod grub_bios;
@@ -236,4 +237,122 @@ pub fn check_disk(disk: &Disk, captured: Option<&[BootLoader]>) -> ChainReport {
         whole: links.iter().all(|l| l.ok),
         links,
     }
+}
+
+/// What a restore should do about the UEFI boot entry of a disk's ESP.
+pub enum EntryDecision {
+    /// No UEFI loader on this disk.
+    NotUefi,
+    /// Nothing written to NVRAM, and why.
+    Skip { reason: String },
+    /// NVRAM already has a matching entry.
+    Present { number: u16, file: String },
+    /// Create this entry and put it first in BootOrder.
+    Create {
+        option: efivars::LoadOption,
+        dir: std::path::PathBuf,
+    },
+}
+
+/// The loader a boot entry should start: the captured NVRAM entry's file for this ESP when
+/// known, else shim, else GRUB, else systemd-boot, in a vendor directory, else the fallback.
+fn entry_file(uefi: &esp::Uefi, guid: &[u8; 16], nvram: Option<&efivars::Nvram>) -> String {
+    if let Some(nv) = nvram {
+        for (name, data) in &nv.variables {
+            if !name.starts_with("Boot") || name == "BootOrder" {
+                continue;
+            }
+            let bytes: Vec<u8> = (0..data.len() / 2)
+                .filter_map(|i| u8::from_str_radix(&data[2 * i..2 * i + 2], 16).ok())
+                .collect();
+            if let Some(opt) = bytes
+                .get(4..)
+                .and_then(|d| efivars::LoadOption::parse(d).ok())
+                && opt.hard_drive.as_ref().is_some_and(|h| &h.guid == guid)
+                && let Some(f) = opt.file
+            {
+                return f;
+            }
+        }
+    }
+    let vendor = |suffix: &str| {
+        uefi.files.iter().find(|f| {
+            let l = f.path.to_ascii_lowercase();
+            l.ends_with(suffix) && !l.starts_with("/efi/boot/")
+        })
+    };
+    let pick = vendor("/shimx64.efi")
+        .or_else(|| vendor("/grubx64.efi"))
+        .or_else(|| vendor("/systemd-bootx64.efi"));
+    pick.map(|f| f.path.clone())
+        .unwrap_or_else(|| esp::FALLBACK.to_string())
+        .replace('/', "\\")
+}
+
+/// Decides about the NVRAM entry for a restored disk. `is_device`: only a real disk of this
+/// machine gets an entry in this machine's NVRAM, never an image file.
+pub fn entry_decision(
+    loaders: &[BootLoader],
+    partitions: &[crate::disk::layout::PartitionInfo],
+    sector_size: u64,
+    nvram: Option<&efivars::Nvram>,
+    is_device: bool,
+    allowed: bool,
+) -> EntryDecision {
+    let Some(uefi) = loaders.iter().find_map(|l| {
+        if let BootLoader::Uefi(u) = l {
+            Some(u)
+        } else {
+            None
+        }
+    }) else {
+        return EntryDecision::NotUefi;
+    };
+    let fallback = esp::find(&uefi.files, esp::FALLBACK).is_some();
+    let carry = if fallback {
+        "the removable fallback path \\EFI\\BOOT\\BOOTX64.EFI on the ESP carries the boot"
+    } else {
+        "the ESP has no \\EFI\\BOOT\\BOOTX64.EFI either: firmware whose NVRAM does not know this disk will not boot it"
+    };
+    let skip = |why: &str| EntryDecision::Skip {
+        reason: format!("no NVRAM entry written: {why}; {carry}"),
+    };
+    if !allowed {
+        return skip("--no-nvram");
+    }
+    if !is_device {
+        return skip("the target is an image file, not a disk of this machine");
+    }
+    let Some(dir) = efivars::efivars_dir() else {
+        return skip("not running on UEFI (no efivarfs)");
+    };
+    let Some(p) = partitions.iter().find(|p| p.number == uefi.esp_partition) else {
+        return skip("the ESP is not in the snapshot's table");
+    };
+    let Some(guid) = p
+        .guid
+        .as_deref()
+        .and_then(crate::disk::gpt::guid_from_string)
+    else {
+        return skip("the ESP is not on a GPT disk");
+    };
+    let file = entry_file(uefi, &guid, nvram);
+    let option = efivars::option_for(
+        "restored",
+        p.number,
+        p.offset / sector_size,
+        p.size / sector_size,
+        guid,
+        &file,
+    );
+    for (n, o) in efivars::boot_entries(&dir) {
+        if o.hard_drive == option.hard_drive
+            && o.file
+                .as_deref()
+                .is_some_and(|f| f.eq_ignore_ascii_case(&file))
+        {
+            return EntryDecision::Present { number: n, file };
+        }
+    }
+    EntryDecision::Create { option, dir }
 }

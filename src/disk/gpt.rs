@@ -153,6 +153,23 @@ pub fn guid_to_string(g: &[u8; 16]) -> String {
     )
 }
 
+/// Parses the text form back into the on-disk (mixed-endian) bytes.
+pub fn guid_from_string(s: &str) -> Option<[u8; 16]> {
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let b: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect();
+    let mut g = [0u8; 16];
+    g[0..4].copy_from_slice(&[b[3], b[2], b[1], b[0]]);
+    g[4..6].copy_from_slice(&[b[5], b[4]]);
+    g[6..8].copy_from_slice(&[b[7], b[6]]);
+    g[8..16].copy_from_slice(&b[8..16]);
+    Some(g)
+}
+
 fn set_crc(sector: &mut [u8]) {
     let size = u32_at(sector, 12) as usize;
     sector[16..20].fill(0);
@@ -271,6 +288,20 @@ mod tests {
         s[84..88].copy_from_slice(&128u32.to_le_bytes());
         set_crc(&mut s);
         s
+    }
+
+    #[test]
+    fn guid_text_round_trip() {
+        let g = [
+            0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0, 0xa0, 0xc9, 0x3e, 0xc9,
+            0x3b,
+        ];
+        assert_eq!(guid_to_string(&g), "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+        assert_eq!(
+            guid_from_string("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
+            Some(g)
+        );
+        assert_eq!(guid_from_string("nope"), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk::ChunkId;
 use crate::disk::Disk;
-use crate::manifest;
+use crate::manifest::{self, Manifest};
 use crate::progress::Progress;
 use crate::store::Store;
 
@@ -33,6 +33,8 @@ pub enum Component {
     PartitionTable,
     BootRegion,
     Partition,
+    /// The UEFI Boot#### entry for a restored ESP, in this machine's NVRAM.
+    BootEntry,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +65,9 @@ pub struct Plan {
     /// --grow-last: the last partition is extended to the end of a larger target.
     #[serde(default)]
     pub grow_last: bool,
+    /// Whether the plan may create UEFI boot entries (false with --no-nvram).
+    #[serde(default = "yes")]
+    pub nvram: bool,
     pub disks: Vec<DiskPlan>,
     pub totals: Totals,
     pub estimated_seconds: f64,
@@ -205,6 +210,11 @@ pub struct PlanOptions {
     pub maps: Vec<(String, PathBuf)>,
     pub mode: Mode,
     pub grow_last: bool,
+    pub nvram: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 pub fn make(opts: &PlanOptions, progress: &dyn Progress) -> Result<Plan> {
@@ -225,6 +235,10 @@ pub fn make(opts: &PlanOptions, progress: &dyn Progress) -> Result<Plan> {
             progress,
         )?;
         dp.mapping = pair.why;
+        if let Some(a) = boot_entry_action(&m, &m.disks[pair.disk], &disk, opts.nvram) {
+            dp.actions.push(a);
+            dp.totals = Totals::of(&dp.actions);
+        }
         rate = rate.or(measured);
         totals.add(&dp.totals);
         disks.push(dp);
@@ -243,8 +257,66 @@ pub fn make(opts: &PlanOptions, progress: &dyn Progress) -> Result<Plan> {
         chunk_size: m.chunk_size,
         mode: opts.mode,
         grow_last: opts.grow_last,
+        nvram: opts.nvram,
         disks,
         totals,
         estimated_seconds,
+    })
+}
+
+/// The UEFI boot entry of a disk with an ESP: created in this machine's NVRAM when it runs on
+/// UEFI and the target is one of its disks; otherwise the plan says why not.
+pub fn boot_entry_action(
+    m: &Manifest,
+    d: &manifest::DiskRecord,
+    disk: &Disk,
+    allowed: bool,
+) -> Option<Action> {
+    use crate::boot::EntryDecision;
+    let partitions: Vec<_> = d.partitions.iter().map(|p| p.info.clone()).collect();
+    let decision = crate::boot::entry_decision(
+        &d.boot_loaders,
+        &partitions,
+        u64::from(d.logical_sector_size),
+        m.nvram.as_ref(),
+        disk.is_block_device,
+        allowed,
+    );
+    let (found, action, reason) = match decision {
+        EntryDecision::NotUefi => return None,
+        EntryDecision::Skip { reason } => ("not written".to_string(), Verb::Skip, reason),
+        EntryDecision::Present { number, file } => (
+            format!("Boot{number:04X} already starts {file}"),
+            Verb::Keep,
+            "NVRAM already has an entry for this ESP".to_string(),
+        ),
+        EntryDecision::Create { option, .. } => (
+            "no entry for this ESP in NVRAM".to_string(),
+            Verb::Write,
+            format!(
+                "create a Boot#### entry for {} on partition {} and put it first in BootOrder",
+                option.file.as_deref().unwrap_or("?"),
+                option.hard_drive.as_ref().map(|h| h.partition).unwrap_or(0)
+            ),
+        ),
+    };
+    Some(Action {
+        component: Component::BootEntry,
+        name: "uefi-boot-entry".into(),
+        number: None,
+        holds: None,
+        found,
+        action,
+        reason,
+        offset: 0,
+        length: 0,
+        bytes_to_write: 0,
+        bytes_to_fetch: 0,
+        chunks_to_write: 0,
+        chunks_to_fetch: 0,
+        chunks_total: 0,
+        index: None,
+        runs: Vec::new(),
+        table_writes: Vec::new(),
     })
 }

@@ -10,6 +10,7 @@ fn component_title(a: &Action) -> String {
     match a.component {
         Component::PartitionTable => format!("partition table ({})", a.name),
         Component::BootRegion => format!("boot region {}", a.name),
+        Component::BootEntry => "UEFI boot entry".to_string(),
         Component::Partition => match &a.holds {
             Some(h) => format!("{} ({h})", a.name),
             None => a.name.clone(),
