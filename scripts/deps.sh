@@ -37,4 +37,7 @@ TEST_COMMANDS=(sgdisk:gdisk sfdisk:fdisk mkfs.ext4:e2fsprogs losetup:mount swapo
     grub-mkimage:grub-common /usr/lib/grub/i386-pc/boot.img:grub-pc-bin
     /usr/lib/grub/x86_64-efi/normal.mod:grub-efi-amd64-bin extlinux:extlinux
     /usr/lib/syslinux/mbr/mbr.bin:syslinux-common mcopy:mtools mkfs.vfat:dosfstools
-    busybox:busybox-static cpio:cpio /usr/lib/shim/shimx64.efi:shim-signed timeout:coreutils)
+    busybox:busybox-static cpio:cpio /usr/lib/shim/shimx64.efi:shim-signed timeout:coreutils
+    # The rescue image: static build, ISO, PXE, modules; qemu's iPXE ROM for the PXE test.
+    musl-gcc:musl-tools xorriso:xorriso depmod:kmod /usr/lib/PXELINUX/pxelinux.0:pxelinux
+    /usr/lib/ipxe/qemu/pxe-e1000.rom:ipxe-qemu)

@@ -10,4 +10,11 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "note: not root: loop-device tests are skipped (they fail instead when CI is set)" >&2
 fi
 cargo build --release --locked
-cargo test --locked --no-fail-fast -- --test-threads="${RESTORE_TEST_THREADS:-2}"
+STATIC=$(bash scripts/build-static.sh)
+status=0
+cargo test --locked --no-fail-fast -- --test-threads="${RESTORE_TEST_THREADS:-2}" || status=$?
+# The static binary the rescue image carries passes the same end-to-end tests.
+echo "== end-to-end tests again with the static binary $STATIC"
+RESTORE_TEST_BIN=$STATIC cargo test --locked --no-fail-fast --test roundtrip --test bad_input --test planner \
+    -- --test-threads="${RESTORE_TEST_THREADS:-2}" || status=$?
+exit $status

@@ -74,8 +74,9 @@ impl Tmp {
     }
 }
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_restore")
+/// The binary under test: RESTORE_TEST_BIN (the static rescue build, say) or cargo's build.
+pub fn bin() -> String {
+    std::env::var("RESTORE_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_restore").to_string())
 }
 
 pub fn restore(args: &[&str]) -> Output {
