@@ -336,7 +336,10 @@ fn write_chunks(
                     let id = item.index.chunks[i as usize];
                     let result = (|| -> Result<()> {
                         let disk = &targets[item.disk].disk;
-                        if id.is_zero_marker() {
+                        if id.is_free_marker() {
+                            // Free filesystem space: nothing to write.
+                            Ok(())
+                        } else if id.is_zero_marker() {
                             disk.write_zeroes(item.offset + start, len, &zeros)
                         } else {
                             let data = store.get_chunk(&id, len as usize).with_context(|| {

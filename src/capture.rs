@@ -25,6 +25,8 @@ pub struct CaptureOptions {
     pub host: String,
     pub disks: Vec<PathBuf>,
     pub chunk_size: Option<u32>,
+    /// Keep every block, free space of filesystems included (an exact image).
+    pub all_blocks: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -38,6 +40,8 @@ pub struct CaptureReport {
     pub chunks: u64,
     pub zero_chunks: u64,
     pub new_chunks: u64,
+    /// Chunks that were entirely free filesystem space: neither read into the store nor kept.
+    pub free_chunks: u64,
     pub uploaded_bytes: u64,
     pub seconds: f64,
 }
@@ -48,6 +52,7 @@ struct Counters {
     chunks: AtomicU64,
     zero_chunks: AtomicU64,
     new_chunks: AtomicU64,
+    free_chunks: AtomicU64,
     uploaded: AtomicU64,
 }
 
@@ -75,7 +80,13 @@ pub fn capture(opts: &CaptureOptions, progress: &dyn Progress) -> Result<Capture
             n += 1;
         }
         records.push(capture_disk(
-            &store, disk, layout, name, &counters, progress,
+            &store,
+            disk,
+            layout,
+            name,
+            opts.all_blocks,
+            &counters,
+            progress,
         )?);
     }
     // Every chunk and index must be durable before the manifest can point at them.
@@ -104,6 +115,7 @@ pub fn capture(opts: &CaptureOptions, progress: &dyn Progress) -> Result<Capture
         chunks: counters.chunks.into_inner(),
         zero_chunks: counters.zero_chunks.into_inner(),
         new_chunks: counters.new_chunks.into_inner(),
+        free_chunks: counters.free_chunks.into_inner(),
         uploaded_bytes: counters.uploaded.into_inner(),
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -114,6 +126,7 @@ fn capture_disk(
     disk: &Disk,
     layout: &DiskLayout,
     name: String,
+    all_blocks: bool,
     counters: &Counters,
     progress: &dyn Progress,
 ) -> Result<DiskRecord> {
@@ -157,7 +170,8 @@ fn capture_disk(
         } else {
             format!("gap-{start}")
         };
-        let (index, ids) = capture_range(store, disk, start, end - start, counters, progress)?;
+        let (index, ids) =
+            capture_range(store, disk, start, end - start, None, counters, progress)?;
         let essential = region_name == "boot-code" || region_name == "post-table-gap";
         if essential || ids.iter().any(|id| !id.is_zero_marker()) {
             boot_regions.push(RegionRecord {
@@ -170,13 +184,50 @@ fn capture_disk(
     }
     let mut partitions = Vec::new();
     for p in &layout.partitions {
-        let (index, ids) = capture_range(store, disk, p.offset, p.size, counters, progress)
-            .with_context(|| format!("capturing {} of {}", p.title(), disk.path.display()))?;
+        let ext = matches!(p.filesystem.as_deref(), Some("ext2" | "ext3" | "ext4"));
+        let mask = if ext && !all_blocks {
+            crate::disk::extfs::used_map(disk, p.offset, p.size)
+        } else {
+            None
+        };
+        if ext && !all_blocks && mask.is_none() {
+            eprintln!(
+                "note: {} of {}: the allocation bitmaps cannot be trusted (journal needs recovery, mounted, or an unsupported feature); keeping every block",
+                p.title(),
+                disk.path.display()
+            );
+        }
+        let (used_map, used_map_len) = match &mask {
+            Some(m) => {
+                let bytes = m.encode();
+                let id = ChunkId::of(&bytes);
+                store.put_chunk(&id, &bytes)?;
+                (Some(id), bytes.len() as u64)
+            }
+            None => (None, 0),
+        };
+        let (index, ids) = capture_range(
+            store,
+            disk,
+            p.offset,
+            p.size,
+            mask.as_ref(),
+            counters,
+            progress,
+        )
+        .with_context(|| format!("capturing {} of {}", p.title(), disk.path.display()))?;
+        let free_chunks = ids.iter().filter(|id| id.is_free_marker()).count() as u64;
+        counters
+            .free_chunks
+            .fetch_add(free_chunks, Ordering::Relaxed);
         partitions.push(PartitionRecord {
             info: p.clone(),
             index,
             chunks: ids.len() as u64,
             zero_chunks: ids.iter().filter(|id| id.is_zero_marker()).count() as u64,
+            used_map,
+            used_map_len,
+            free_chunks,
         });
     }
     progress.finish();
@@ -210,6 +261,7 @@ fn capture_range(
     disk: &Disk,
     offset: u64,
     length: u64,
+    mask: Option<&crate::disk::extfs::UsedMap>,
     counters: &Counters,
     progress: &dyn Progress,
 ) -> Result<(ChunkId, Vec<ChunkId>)> {
@@ -219,6 +271,7 @@ fn capture_range(
         offset,
         length,
         chunk_size,
+        mask,
         progress,
         |_, bytes, id| {
             counters

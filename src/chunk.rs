@@ -12,6 +12,9 @@ pub struct ChunkId(pub [u8; 32]);
 impl ChunkId {
     /// Marks a chunk whose bytes are all zero: recorded in indexes, never stored.
     pub const ZERO: ChunkId = ChunkId([0; 32]);
+    /// Marks a chunk that is entirely free space of a filesystem: never stored, fetched or
+    /// written, and never compared.
+    pub const FREE: ChunkId = ChunkId([0xFF; 32]);
 
     pub fn of(data: &[u8]) -> ChunkId {
         ChunkId(*blake3::hash(data).as_bytes())
@@ -28,6 +31,10 @@ impl ChunkId {
 
     pub fn is_zero_marker(self) -> bool {
         self == ChunkId::ZERO
+    }
+
+    pub fn is_free_marker(self) -> bool {
+        self == ChunkId::FREE
     }
 
     pub fn to_hex(self) -> String {

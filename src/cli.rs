@@ -96,6 +96,9 @@ struct CaptureArgs {
     /// Chunk size for a new store, in bytes (power of two, 256 KiB to 16 MiB).
     #[arg(long)]
     chunk_size: Option<u32>,
+    /// Keep every block, also the free space of ext2/3/4 filesystems (an exact image).
+    #[arg(long)]
+    all_blocks: bool,
     #[command(flatten)]
     common: Common,
     /// Disks to capture.
@@ -215,6 +218,7 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
 
 fn run_capture(a: CaptureArgs) -> Result<i32> {
     let opts = CaptureOptions {
+        all_blocks: a.all_blocks,
         store: a.store,
         host: a.host,
         disks: a.disks,
@@ -231,7 +235,7 @@ fn run_capture(a: CaptureArgs) -> Result<i32> {
             eprintln!("created store {}", r.store);
         }
         eprintln!(
-            "captured {} disk(s), {} in {:.1} s ({}/s): {} chunks, {} new ({} stored), {} all-zero",
+            "captured {} disk(s), {} in {:.1} s ({}/s): {} chunks, {} new ({} stored), {} all-zero, {} free space",
             r.disks,
             units::bytes(r.bytes_read),
             r.seconds,
@@ -239,7 +243,8 @@ fn run_capture(a: CaptureArgs) -> Result<i32> {
             r.chunks,
             r.new_chunks,
             units::bytes(r.uploaded_bytes),
-            r.zero_chunks
+            r.zero_chunks,
+            r.free_chunks
         );
         println!("{}", r.snapshot_id);
     }

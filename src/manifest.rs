@@ -79,6 +79,27 @@ pub struct PartitionRecord {
     pub index: ChunkId,
     pub chunks: u64,
     pub zero_chunks: u64,
+    /// For a filesystem captured without its free space: the object holding the used byte
+    /// ranges (u64 start, u64 length pairs), its length, and how many chunks were all free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_map: Option<ChunkId>,
+    #[serde(default)]
+    pub used_map_len: u64,
+    #[serde(default)]
+    pub free_chunks: u64,
+}
+
+impl PartitionRecord {
+    /// The used-space map the chunks were masked with, if any.
+    pub fn used_map(&self, store: &Store) -> Result<Option<crate::disk::extfs::UsedMap>> {
+        let Some(id) = self.used_map else {
+            return Ok(None);
+        };
+        let raw = store.get_chunk(&id, self.used_map_len as usize)?;
+        let map = crate::disk::extfs::UsedMap::decode(&raw)
+            .with_context(|| format!("used-space map of {} is corrupt", self.info.title()))?;
+        Ok(Some(map))
+    }
 }
 
 impl DiskRecord {

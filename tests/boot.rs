@@ -412,7 +412,11 @@ fn uefi_boot_entry_for_a_restored_esp() {
     // A "UEFI system": efivarfs-shaped directory with one unrelated entry.
     let vars = tmp.path("efivars");
     std::fs::create_dir_all(&vars).unwrap();
-    std::fs::write(vars.join("Timeout-8be4df61-93ca-11d2-aa0d-00e098032b8c"), [7, 0, 0, 0, 5, 0]).unwrap();
+    std::fs::write(
+        vars.join("Timeout-8be4df61-93ca-11d2-aa0d-00e098032b8c"),
+        [7, 0, 0, 0, 5, 0],
+    )
+    .unwrap();
     let lo = Loop::new(&target, &[]);
     let env = [("RESTORE_EFIVARS", p(&vars))];
     let o = restore_env(

@@ -13,8 +13,7 @@ const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 const MARKER: &str = "RESTORE-TEST-BOOTED";
 /// The unattended options every run uses: the store disk is the second virtio disk.
-const CMDLINE: &str =
-    "restore.mount=/dev/vdb:/mnt/store restore.store=/mnt/store/store restore.disk=/dev/vda restore.auto=apply restore.poweroff=1";
+const CMDLINE: &str = "restore.mount=/dev/vdb:/mnt/store restore.store=/mnt/store/store restore.disk=/dev/vda restore.auto=apply restore.poweroff=1";
 
 static BUILT: Mutex<Option<(PathBuf, PathBuf)>> = Mutex::new(None);
 
@@ -28,9 +27,16 @@ fn built() -> Option<(PathBuf, PathBuf)> {
     if b.is_none() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let fixtures = root.join("target/boot-fixtures");
-        sh("bash", &[p(&root.join("tests/boot/fixtures.sh")), p(&fixtures)]);
+        sh(
+            "bash",
+            &[p(&root.join("tests/boot/fixtures.sh")), p(&fixtures)],
+        );
         let out = root.join("target/rescue-test-image");
-        let mut args = vec![p(&root.join("rescue-image/build.sh")).to_string(), "--out".into(), p(&out).into()];
+        let mut args = vec![
+            p(&root.join("rescue-image/build.sh")).to_string(),
+            "--out".into(),
+            p(&out).into(),
+        ];
         args.extend(["--cmdline".to_string(), CMDLINE.to_string()]);
         let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         sh("bash", &args);
@@ -58,9 +64,19 @@ enum Boot<'a> {
 
 /// Runs the rescue system with the server and store disks; returns (serial log, seconds).
 fn rescue(tmp: &Tmp, how: Boot, server: &Path, store: &Path) -> (String, f64) {
-    let mut args: Vec<String> = ["-nographic", "-no-reboot", "-m", "768"].iter().map(|s| s.to_string()).collect();
+    let mut args: Vec<String> = ["-nographic", "-no-reboot", "-m", "768"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     match how {
-        Boot::Iso(iso) => args.extend(["-nic".into(), "none".into(), "-cdrom".into(), p(iso).into(), "-boot".into(), "d".into()]),
+        Boot::Iso(iso) => args.extend([
+            "-nic".into(),
+            "none".into(),
+            "-cdrom".into(),
+            p(iso).into(),
+            "-boot".into(),
+            "d".into(),
+        ]),
         Boot::IsoUefi(iso) => {
             let vars = tmp.path("rescue-vars.fd");
             std::fs::copy(OVMF_VARS, &vars).unwrap();
@@ -77,22 +93,46 @@ fn rescue(tmp: &Tmp, how: Boot, server: &Path, store: &Path) -> (String, f64) {
         }
         Boot::Pxe(dir) => args.extend([
             "-nic".into(),
-            format!("user,model=e1000,restrict=on,tftp={},bootfile=boot.ipxe", dir.display()),
+            format!(
+                "user,model=e1000,restrict=on,tftp={},bootfile=boot.ipxe",
+                dir.display()
+            ),
             "-boot".into(),
             "n".into(),
         ]),
     }
-    args.extend(["-drive".into(), format!("file={},format=raw,if=virtio", server.display())]);
-    args.extend(["-drive".into(), format!("file={},format=raw,if=virtio,readonly=on", store.display())]);
+    args.extend([
+        "-drive".into(),
+        format!("file={},format=raw,if=virtio", server.display()),
+    ]);
+    args.extend([
+        "-drive".into(),
+        format!("file={},format=raw,if=virtio,readonly=on", store.display()),
+    ]);
     let started = Instant::now();
-    let out = Command::new("timeout").arg("240").arg("qemu-system-x86_64").args(&args).output().expect("qemu");
+    let out = Command::new("timeout")
+        .arg("240")
+        .arg("qemu-system-x86_64")
+        .args(&args)
+        .output()
+        .expect("qemu");
     let log = String::from_utf8_lossy(&out.stdout).replace('\r', "");
     (log, started.elapsed().as_secs_f64())
 }
 
 fn boots_with_vars(disk: &Path, vars: &Path) -> bool {
     let out = Command::new("timeout")
-        .args(["90", "qemu-system-x86_64", "-nographic", "-no-reboot", "-m", "384", "-nic", "none", "-snapshot"])
+        .args([
+            "90",
+            "qemu-system-x86_64",
+            "-nographic",
+            "-no-reboot",
+            "-m",
+            "384",
+            "-nic",
+            "none",
+            "-snapshot",
+        ])
         .arg("-drive")
         .arg(format!("file={},format=raw,if=virtio", disk.display()))
         .arg("-drive")
@@ -105,8 +145,22 @@ fn boots_with_vars(disk: &Path, vars: &Path) -> bool {
 }
 
 fn boots(tmp: &Tmp, disk: &Path, uefi: bool) -> bool {
-    let mut args: Vec<String> = ["-nographic", "-no-reboot", "-m", "384", "-nic", "none", "-snapshot"].iter().map(|s| s.to_string()).collect();
-    args.extend(["-drive".into(), format!("file={},format=raw,if=virtio", disk.display())]);
+    let mut args: Vec<String> = [
+        "-nographic",
+        "-no-reboot",
+        "-m",
+        "384",
+        "-nic",
+        "none",
+        "-snapshot",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend([
+        "-drive".into(),
+        format!("file={},format=raw,if=virtio", disk.display()),
+    ]);
     if uefi {
         let vars = tmp.path("server-vars.fd");
         std::fs::copy(OVMF_VARS, &vars).unwrap();
@@ -117,22 +171,38 @@ fn boots(tmp: &Tmp, disk: &Path, uefi: bool) -> bool {
             format!("if=pflash,format=raw,file={}", vars.display()),
         ]);
     }
-    let out = Command::new("timeout").arg("90").arg("qemu-system-x86_64").args(&args).output().expect("qemu");
+    let out = Command::new("timeout")
+        .arg("90")
+        .arg("qemu-system-x86_64")
+        .args(&args)
+        .output()
+        .expect("qemu");
     String::from_utf8_lossy(&out.stdout).contains(MARKER)
 }
 
 #[track_caller]
 fn assert_apply_ok(log: &str, secs: f64, what: &str) {
-    assert!(log.contains("restore-rescue: ready"), "{what}: the rescue system did not come up:\n{log}");
-    let line = log.lines().find(|l| l.starts_with("restore-rescue: apply")).unwrap_or("(no apply line)");
-    assert!(line.starts_with("restore-rescue: apply ok"), "{what}: {line}\n{log}");
+    assert!(
+        log.contains("restore-rescue: ready"),
+        "{what}: the rescue system did not come up:\n{log}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("restore-rescue: apply"))
+        .unwrap_or("(no apply line)");
+    assert!(
+        line.starts_with("restore-rescue: apply ok"),
+        "{what}: {line}\n{log}"
+    );
     // Recorded for the issue note: from power-on of the VM to `apply ok`.
     eprintln!("TIMING {what}: {line}; {secs:.1} s of wall time for the whole rescue run");
 }
 
 #[test]
 fn incident_bios_grub_repaired_by_the_rescue_iso() {
-    let Some((image, fixtures)) = built() else { return };
+    let Some((image, fixtures)) = built() else {
+        return;
+    };
     let tmp = Tmp::new();
     let orig = tmp.path("orig.img");
     std::fs::copy(fixtures.join("bios-gpt.img"), &orig).unwrap();
@@ -141,16 +211,29 @@ fn incident_bios_grub_repaired_by_the_rescue_iso() {
     std::fs::copy(&orig, &server).unwrap();
     write_at(&server, 0, &[0u8; 440]);
     write_at(&server, MIB, &random_bytes(1, MIB as usize));
-    let (log, secs) = rescue(&tmp, Boot::Iso(&image.join("restore-rescue.iso")), &server, &store);
+    let (log, secs) = rescue(
+        &tmp,
+        Boot::Iso(&image.join("restore-rescue.iso")),
+        &server,
+        &store,
+    );
     assert_apply_ok(&log, secs, "BIOS incident via ISO");
-    assert!(log.contains("partition 1 (bios-boot)"), "the plan is printed:\n{log}");
+    assert!(
+        log.contains("partition 1 (bios-boot)"),
+        "the plan is printed:\n{log}"
+    );
     assert_same(&orig, &server);
-    assert!(boots(&tmp, &server, false), "the repaired server does not boot");
+    assert!(
+        boots(&tmp, &server, false),
+        "the repaired server does not boot"
+    );
 }
 
 #[test]
 fn uefi_esp_destroyed_repaired_by_the_iso_under_ovmf() {
-    let Some((image, fixtures)) = built() else { return };
+    let Some((image, fixtures)) = built() else {
+        return;
+    };
     let tmp = Tmp::new();
     let orig = tmp.path("orig.img");
     std::fs::copy(fixtures.join("uefi-grub.img"), &orig).unwrap();
@@ -158,35 +241,64 @@ fn uefi_esp_destroyed_repaired_by_the_iso_under_ovmf() {
     let server = tmp.path("server.img");
     std::fs::copy(&orig, &server).unwrap();
     write_at(&server, MIB, &random_bytes(2, 16 * MIB as usize));
-    let (log, secs) = rescue(&tmp, Boot::IsoUefi(&image.join("restore-rescue.iso")), &server, &store);
+    let (log, secs) = rescue(
+        &tmp,
+        Boot::IsoUefi(&image.join("restore-rescue.iso")),
+        &server,
+        &store,
+    );
     assert_apply_ok(&log, secs, "UEFI ESP via ISO under OVMF");
     assert_same(&orig, &server);
     // On UEFI with efivarfs, apply created the boot entry for the restored ESP in NVRAM.
-    assert!(log.contains("Created UEFI boot entry Boot"), "no NVRAM entry created:\n{log}");
-    assert!(log.contains("\\EFI\\debian\\grubx64.efi"), "the entry starts the vendor loader:\n{log}");
+    assert!(
+        log.contains("Created UEFI boot entry Boot"),
+        "no NVRAM entry created:\n{log}"
+    );
+    assert!(
+        log.contains("\\EFI\\debian\\grubx64.efi"),
+        "the entry starts the vendor loader:\n{log}"
+    );
     // It boots with the NVRAM the rescue system wrote, and with an empty one (fallback path).
-    assert!(boots_with_vars(&server, &tmp.path("rescue-vars.fd")), "does not boot with the new NVRAM entry");
-    assert!(boots(&tmp, &server, true), "the repaired server does not boot under OVMF");
+    assert!(
+        boots_with_vars(&server, &tmp.path("rescue-vars.fd")),
+        "does not boot with the new NVRAM entry"
+    );
+    assert!(
+        boots(&tmp, &server, true),
+        "the repaired server does not boot under OVMF"
+    );
 }
 
 #[test]
 fn blank_replacement_disk_gets_a_full_restore() {
-    let Some((image, fixtures)) = built() else { return };
+    let Some((image, fixtures)) = built() else {
+        return;
+    };
     let tmp = Tmp::new();
     let orig = tmp.path("orig.img");
     std::fs::copy(fixtures.join("bios-gpt.img"), &orig).unwrap();
     let store = store_disk(&tmp, &orig);
     let server = tmp.path("server.img");
     blank(&server, std::fs::metadata(&orig).unwrap().len());
-    let (log, secs) = rescue(&tmp, Boot::Iso(&image.join("restore-rescue.iso")), &server, &store);
+    let (log, secs) = rescue(
+        &tmp,
+        Boot::Iso(&image.join("restore-rescue.iso")),
+        &server,
+        &store,
+    );
     assert_apply_ok(&log, secs, "full restore onto a blank disk via ISO");
     assert_same(&orig, &server);
-    assert!(boots(&tmp, &server, false), "the restored server does not boot");
+    assert!(
+        boots(&tmp, &server, false),
+        "the restored server does not boot"
+    );
 }
 
 #[test]
 fn pxe_bundle_boots_over_tftp_and_repairs() {
-    let Some((image, fixtures)) = built() else { return };
+    let Some((image, fixtures)) = built() else {
+        return;
+    };
     let tmp = Tmp::new();
     let orig = tmp.path("orig.img");
     std::fs::copy(fixtures.join("bios-mbr.img"), &orig).unwrap();
@@ -196,27 +308,52 @@ fn pxe_bundle_boots_over_tftp_and_repairs() {
     write_at(&server, 512, &random_bytes(3, 100_000));
     let (log, secs) = rescue(&tmp, Boot::Pxe(&image.join("pxe")), &server, &store);
     assert_apply_ok(&log, secs, "PXE over qemu's TFTP");
-    assert!(log.contains("restore-rescue: network up"), "ip=dhcp brings the network up:\n{log}");
+    assert!(
+        log.contains("restore-rescue: network up"),
+        "ip=dhcp brings the network up:\n{log}"
+    );
     assert_same(&orig, &server);
-    assert!(boots(&tmp, &server, false), "the repaired server does not boot");
+    assert!(
+        boots(&tmp, &server, false),
+        "the repaired server does not boot"
+    );
 }
 
 #[test]
 fn image_is_reproducible() {
     let Some((_, _)) = built() else { return };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bin = sh("bash", &[p(&root.join("scripts/build-static.sh"))]).trim().to_string();
+    let bin = sh("bash", &[p(&root.join("scripts/build-static.sh"))])
+        .trim()
+        .to_string();
     let mut sums = Vec::new();
     for n in 1..=2 {
         let out = root.join(format!("target/rescue-repro-{n}"));
         let o = Command::new("bash")
-            .args([p(&root.join("rescue-image/build.sh")), "--out", p(&out), "--binary", &bin])
+            .args([
+                p(&root.join("rescue-image/build.sh")),
+                "--out",
+                p(&out),
+                "--binary",
+                &bin,
+            ])
             .env("SOURCE_DATE_EPOCH", "1764400000")
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", text(&o));
-        let files = ["vmlinuz", "initrd.img", "restore-rescue.iso", "pxe/boot.ipxe", "pxe/pxelinux.cfg/default"];
-        sums.push(files.iter().map(|f| file_hash(&out.join(f))).collect::<Vec<_>>());
+        let files = [
+            "vmlinuz",
+            "initrd.img",
+            "restore-rescue.iso",
+            "pxe/boot.ipxe",
+            "pxe/pxelinux.cfg/default",
+        ];
+        sums.push(
+            files
+                .iter()
+                .map(|f| file_hash(&out.join(f)))
+                .collect::<Vec<_>>(),
+        );
     }
     assert_eq!(sums[0], sums[1], "two builds from the same inputs differ");
 }

@@ -3,6 +3,7 @@
 //! Block-device specifics (ioctls, sysfs) live in `blockdev` and nowhere else.
 
 pub mod blockdev;
+pub mod extfs;
 pub mod fs;
 pub mod gpt;
 pub mod guard;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 
 use super::Disk;
+use super::extfs::{ChunkUse, UsedMap};
 use crate::chunk::ChunkId;
 use crate::progress::Progress;
 
@@ -25,12 +26,15 @@ pub fn worker_count() -> usize {
 }
 
 /// Hashes `length` bytes at `offset` in chunks of `chunk_size` and calls `visit(i, bytes, id)`
-/// for each chunk (from several threads, in any order). Returns the ids in order.
+/// for each chunk (from several threads, in any order). Returns the ids in order. With a
+/// used-space `mask`, free bytes read as zero and a chunk that is all free space gets the
+/// FREE marker (it is neither read nor visited).
 pub fn scan<F>(
     disk: &Disk,
     offset: u64,
     length: u64,
     chunk_size: u32,
+    mask: Option<&UsedMap>,
     progress: &dyn Progress,
     visit: F,
 ) -> Result<Vec<ChunkId>>
@@ -65,9 +69,26 @@ where
                 loop {
                     let job = job_rx.lock().expect("job lock").recv();
                     let Ok((first, buf)) = job else { break };
+                    let mut scratch = Vec::new();
                     if !failed.load(Ordering::SeqCst) {
-                        for (k, bytes) in buf.chunks(cs as usize).enumerate() {
+                        for (k, raw) in buf.chunks(cs as usize).enumerate() {
                             let i = first + k as u64;
+                            let bytes = match mask.map(|m| m.chunk_use(i * cs, raw.len() as u64)) {
+                                Some(ChunkUse::Free) => {
+                                    ids.lock().expect("ids lock")[i as usize] = ChunkId::FREE;
+                                    progress.add(raw.len() as u64);
+                                    continue;
+                                }
+                                Some(ChunkUse::Partial(free)) => {
+                                    scratch.clear();
+                                    scratch.extend_from_slice(raw);
+                                    for (s, l) in free {
+                                        scratch[s as usize..(s + l) as usize].fill(0);
+                                    }
+                                    &scratch[..]
+                                }
+                                _ => raw,
+                            };
                             let id = ChunkId::for_content(bytes);
                             if let Err(e) = visit(i, bytes, id) {
                                 fail(e);
@@ -82,10 +103,26 @@ where
             });
         }
         drop(free_tx);
+        let chunk_free = |k: u64| {
+            let start = k * cs;
+            mask.is_some_and(|m| {
+                matches!(m.chunk_use(start, cs.min(length - start)), ChunkUse::Free)
+            })
+        };
         let mut i = 0;
         while i < count && !failed.load(Ordering::SeqCst) {
+            // Free space is not even read.
+            if chunk_free(i) {
+                ids.lock().expect("ids lock")[i as usize] = ChunkId::FREE;
+                progress.add(cs.min(length - i * cs));
+                i += 1;
+                continue;
+            }
+            let mut n = 1;
+            while n < per_read && i + n < count && !chunk_free(i + n) {
+                n += 1;
+            }
             let Ok(mut buf) = free_rx.recv() else { break };
-            let n = per_read.min(count - i);
             let start = i * cs;
             let len = (n * cs).min(length - start);
             buf.resize(len as usize, 0);

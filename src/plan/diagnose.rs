@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 use super::{Action, Component, DiskPlan, Mode, Totals, Verb, table};
 use crate::chunk::ChunkId;
+use crate::disk::extfs::{ChunkUse, UsedMap};
 use crate::disk::layout::{self, TableInfo};
 use crate::disk::{Disk, fs, scan};
 use crate::manifest::DiskRecord;
@@ -131,7 +132,15 @@ pub fn diagnose(
                 r.name
             ));
         }
-        let differ = compare(disk, r.offset, &index, only.as_deref(), &mut fp, progress)?;
+        let differ = compare(
+            disk,
+            r.offset,
+            &index,
+            only.as_deref(),
+            None,
+            &mut fp,
+            progress,
+        )?;
         scanned += if only.is_none() { r.length } else { 0 };
         fill_chunk_action(&mut a, &index, &differ);
         if a.action == Verb::Full {
@@ -151,6 +160,7 @@ pub fn diagnose(
 
     for p in &d.partitions {
         let info = &p.info;
+        let mask = p.used_map(store)?;
         let index = store
             .get_index(&p.index)
             .with_context(|| format!("{} of disk {}", info.title(), d.name))?;
@@ -185,7 +195,9 @@ pub fn diagnose(
                     )
                 })
         });
-        let all: Vec<u64> = (0..index.chunks.len() as u64).collect();
+        let all: Vec<u64> = (0..index.chunks.len() as u64)
+            .filter(|&i| !index.chunks[i as usize].is_free_marker())
+            .collect();
         let differ = match (mode, &moved) {
             (Mode::Quick, Some(_)) => all.clone(),
             (Mode::Quick, None) => {
@@ -209,13 +221,22 @@ pub fn diagnose(
                     info.offset,
                     &index,
                     Some(&critical),
+                    mask.as_ref(),
                     &mut fp,
                     progress,
                 )?
             }
             (Mode::Deep, _) => {
                 scanned += info.size;
-                compare(disk, info.offset, &index, None, &mut fp, progress)?
+                compare(
+                    disk,
+                    info.offset,
+                    &index,
+                    None,
+                    mask.as_ref(),
+                    &mut fp,
+                    progress,
+                )?
             }
         };
         fill_chunk_action(&mut a, &index, &differ);
@@ -305,11 +326,13 @@ fn describe_differences(differ: &[u64], index: &ChunkIndex) -> String {
 }
 
 /// Chunk numbers (within the component) whose bytes on the target differ from the index.
+#[allow(clippy::too_many_arguments)]
 fn compare(
     disk: &Disk,
     offset: u64,
     index: &ChunkIndex,
     only: Option<&[u64]>,
+    mask: Option<&UsedMap>,
     fp: &mut blake3::Hasher,
     progress: &dyn Progress,
 ) -> Result<Vec<u64>> {
@@ -321,6 +344,7 @@ fn compare(
                 offset,
                 index.length,
                 index.chunk_size,
+                mask,
                 progress,
                 |_, _, _| Ok(()),
             )?;
@@ -334,8 +358,18 @@ fn compare(
         Some(chunks) => {
             for &i in chunks {
                 let (start, len) = index.chunk_range(i);
-                let bytes = disk.read_vec(offset + start, len)?;
-                let have = ChunkId::for_content(&bytes);
+                let have = match mask.map(|m| m.chunk_use(start, len)) {
+                    Some(ChunkUse::Free) => ChunkId::FREE,
+                    other => {
+                        let mut bytes = disk.read_vec(offset + start, len)?;
+                        if let Some(ChunkUse::Partial(free)) = other {
+                            for (s, l) in free {
+                                bytes[s as usize..(s + l) as usize].fill(0);
+                            }
+                        }
+                        ChunkId::for_content(&bytes)
+                    }
+                };
                 fp.update(&i.to_le_bytes());
                 fp.update(&have.0);
                 if have != index.chunks[i as usize] {
@@ -487,7 +521,7 @@ fn check_chunks_present(store: &Store, d: &DiskRecord, actions: &[Action]) -> Re
         for &[first, count] in &a.runs {
             for i in first..first + count {
                 let id = index.chunks[i as usize];
-                if !id.is_zero_marker() && seen.insert(id) {
+                if !id.is_zero_marker() && !id.is_free_marker() && seen.insert(id) {
                     needed.push((id, format!("{} of disk {}, chunk {i}", a.name, d.name)));
                 }
             }
