@@ -117,14 +117,8 @@ pub fn apply(
 
     if opts.check_fingerprint {
         for t in &targets {
-            let (now, _) = diagnose::diagnose(
-                &store,
-                t.record,
-                &t.disk,
-                plan.mode,
-                plan.grow_last,
-                &Silent,
-            )?;
+            let (now, _) =
+                diagnose::diagnose(&store, t.record, &t.disk, &plan.settings(), &Silent)?;
             if now.fingerprint != t.plan.fingerprint {
                 bail!(
                     "target {} changed since the plan was made (its contents no longer match the plan's fingerprint); \
@@ -243,7 +237,9 @@ pub fn apply(
     }
     report.seconds = started.elapsed().as_secs_f64();
     for t in targets.iter().filter(|t| !t.record.boot_loaders.is_empty()) {
-        let chain = crate::boot::check_disk(&t.disk, Some(&t.record.boot_loaders));
+        // On a kept table the loaders were patched, so the chain is checked as found.
+        let captured = (!plan.keep_table).then_some(&t.record.boot_loaders[..]);
+        let chain = crate::boot::check_disk(&t.disk, captured);
         if t.record.boot_chain_whole && !chain.whole {
             let broken: Vec<String> = chain
                 .links
@@ -273,7 +269,7 @@ fn table_writes(
         .plan
         .actions
         .iter()
-        .find(|a| a.component == Component::PartitionTable)
+        .find(|a| a.component == Component::PartitionTable && !a.table_writes.is_empty())
     else {
         return Ok(Vec::new());
     };
@@ -336,6 +332,9 @@ fn write_chunks(
                     let id = item.index.chunks[i as usize];
                     let result = (|| -> Result<()> {
                         let disk = &targets[item.disk].disk;
+                        if let Some(patch) = item.action.patches.iter().find(|p| p.chunk == i) {
+                            return write_patched(store, disk, item, i, patch);
+                        }
                         if id.is_free_marker() {
                             // Free filesystem space: nothing to write.
                             Ok(())
@@ -376,6 +375,31 @@ fn write_chunks(
     Ok(())
 }
 
+/// A chunk whose bytes change so a boot loader finds a partition that moved: fetched and
+/// verified, patched, and checked against the hash the plan computed.
+fn write_patched(
+    store: &Store,
+    disk: &Disk,
+    item: &ChunkWork,
+    i: u64,
+    patch: &crate::boot::relocate::ChunkPatch,
+) -> Result<()> {
+    let (start, len) = item.index.chunk_range(i);
+    let id = item.index.chunks[i as usize];
+    let mut data = if id.is_zero_marker() || id.is_free_marker() {
+        vec![0u8; len as usize]
+    } else {
+        store.get_chunk(&id, len as usize)?
+    };
+    patch.apply(&mut data)?;
+    ensure!(
+        Some(ChunkId::for_content(&data)) == patch.expected,
+        "patched chunk {i} of {} does not match the plan; make a new plan",
+        item.action.name
+    );
+    disk.write_at(&data, item.offset + start)
+}
+
 fn verify(
     targets: &[Target],
     data: &[ChunkWork],
@@ -388,8 +412,12 @@ fn verify(
             for i in first..first + count {
                 let (start, len) = item.index.chunk_range(i);
                 let have = ChunkId::for_content(&disk.read_vec(item.offset + start, len)?);
+                let want = match item.action.patches.iter().find(|p| p.chunk == i) {
+                    Some(p) => p.expected.unwrap_or(ChunkId::ZERO),
+                    None => item.index.chunks[i as usize],
+                };
                 ensure!(
-                    have == item.index.chunks[i as usize],
+                    have == want || want.is_free_marker(),
                     "verify: chunk {i} of {} on {} does not read back as written",
                     item.action.name,
                     disk.path.display()

@@ -151,6 +151,10 @@ struct Selection {
     /// Never create UEFI boot entries in this machine's NVRAM.
     #[arg(long)]
     no_nvram: bool,
+    /// Keep the target's own partition table (a new layout) and restore each partition into
+    /// the target partition of the same number; boot loaders are patched for moved partitions.
+    #[arg(long, conflicts_with = "grow_last")]
+    keep_table: bool,
 }
 
 #[derive(Args)]
@@ -355,6 +359,7 @@ fn plan_options(sel: &Selection, disks: Vec<PathBuf>) -> Result<PlanOptions> {
         mode: if sel.quick { Mode::Quick } else { Mode::Deep },
         grow_last: sel.grow_last,
         nvram: !sel.no_nvram,
+        keep_table: sel.keep_table,
     })
 }
 

@@ -503,3 +503,124 @@ fn uefi_boot_entry_for_a_restored_esp() {
     );
     assert!(String::from_utf8_lossy(&o.stdout).contains("--no-nvram"));
 }
+
+/// A new layout on new hardware: the operator partitioned the new disk differently (the BIOS
+/// boot partition and /boot moved); --keep-table restores into it and patches GRUB's boot
+/// code and core-image sector list, and EXTLINUX's hidden sectors, so both still boot.
+#[test]
+fn layout_change_moves_partitions_and_boot_loaders_follow() {
+    let Some(dir) = fixtures() else { return };
+    let tmp = Tmp::new();
+    let orig = copy_fixture(&tmp, &dir, "bios-gpt.img");
+    capture(&tmp, "bios-gpt", &[&orig]);
+    // BIOS boot partition at 3 MiB instead of 1 MiB, 2 MiB large; the others after it.
+    let new = tmp.path("new-layout.img");
+    blank(&new, 200 * MIB);
+    sh(
+        "sgdisk",
+        &[
+            "-n1:6144:+2M",
+            "-t1:ef02",
+            "-n2:0:+100M",
+            "-t2:8300",
+            "-n3:0:0",
+            "-t3:8300",
+            p(&new),
+        ],
+    );
+    let plan = plan_json(&tmp, &new, &["--keep-table"]);
+    let p1 = plan["disks"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "partition 1")
+        .unwrap()
+        .clone();
+    assert_eq!(p1["offset"], 6144 * 512, "{p1:#}");
+    assert!(!p1["patches"].as_array().unwrap().is_empty(), "{p1:#}");
+    ok(&[
+        "apply",
+        "--store",
+        &tmp.store(),
+        "--keep-table",
+        "--yes",
+        "--no-progress",
+        p(&new),
+    ]);
+    let o = restore(&["check-boot", p(&new)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("LBA 6144"), "{}", text(&o));
+    assert!(
+        boots(&tmp, &new, Firmware::Bios, 90),
+        "the moved GRUB install does not boot"
+    );
+    assert_eq!(
+        plan_json(&tmp, &new, &["--keep-table"])["totals"]["bytes_to_write"],
+        0
+    );
+
+    // A BIOS boot partition too small for the core image is refused, nothing written.
+    let small = tmp.path("small-bios.img");
+    blank(&small, 200 * MIB);
+    sh(
+        "sgdisk",
+        &[
+            "-n1:2048:+8K",
+            "-t1:ef02",
+            "-n2:4096:+100M",
+            "-n3:0:0",
+            p(&small),
+        ],
+    );
+    let before = file_hash(&small);
+    let err = fails(&[
+        "apply",
+        "--store",
+        &tmp.store(),
+        "--keep-table",
+        "--yes",
+        p(&small),
+    ]);
+    assert!(
+        err.contains("too small for GRUB's core image") || err.contains("core image needs"),
+        "{err}"
+    );
+    assert_eq!(before, file_hash(&small));
+
+    // EXTLINUX: its partition moved from 1 MiB to 3 MiB.
+    let ext_tmp = Tmp::new();
+    let ext = copy_fixture(&ext_tmp, &dir, "extlinux-mbr.img");
+    capture(&ext_tmp, "ext", &[&ext]);
+    let moved = ext_tmp.path("moved.img");
+    blank(&moved, 160 * MIB);
+    let mut child = Command::new("sfdisk")
+        .arg(&moved)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        b"label: dos\nstart=6144, size=204800, type=83, bootable\n",
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    ok(&[
+        "apply",
+        "--store",
+        &ext_tmp.store(),
+        "--keep-table",
+        "--yes",
+        "--no-progress",
+        p(&moved),
+    ]);
+    assert_eq!(
+        read_at(&moved, 6144 * 512 + 0x1c, 4),
+        6144u32.to_le_bytes(),
+        "hidden sectors patched"
+    );
+    assert!(
+        boots(&ext_tmp, &moved, Firmware::Bios, 90),
+        "the moved EXTLINUX install does not boot"
+    );
+}

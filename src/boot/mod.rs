@@ -7,6 +7,7 @@ pub mod efivars;
 pub mod esp;
 pub mod extlinux;
 pub mod grub_bios;
+pub mod relocate;
 
 use serde::{Deserialize, Serialize};
 

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use super::{Action, Component, DiskPlan, Mode, Totals, Verb, table};
+use super::{Action, Component, DiskPlan, Mode, Settings, Totals, Verb, table};
+use crate::boot::relocate;
 use crate::chunk::ChunkId;
 use crate::disk::extfs::{ChunkUse, UsedMap};
 use crate::disk::layout::{self, TableInfo};
@@ -27,10 +28,10 @@ pub fn diagnose(
     store: &Store,
     d: &DiskRecord,
     disk: &Disk,
-    mode: Mode,
-    grow_last: bool,
+    settings: &Settings,
     progress: &dyn Progress,
 ) -> Result<(DiskPlan, Option<f64>)> {
+    let mode = settings.mode;
     ensure!(
         disk.logical_sector_size == d.logical_sector_size,
         "snapshot disk {} has {}-byte sectors but target {} has {}-byte sectors; converting between sector sizes is not supported",
@@ -39,14 +40,35 @@ pub fn diagnose(
         disk.path.display(),
         disk.logical_sector_size
     );
-    let expected = table::expected(store, d, disk.size, grow_last).with_context(|| {
-        format!(
-            "planning snapshot disk {} onto {}",
-            d.name,
-            disk.path.display()
-        )
-    })?;
+    let current = layout::read_layout(disk).ok();
+    // --keep-table: the target's own table stays; each partition goes into the target
+    // partition of the same number, and boot loaders are patched for the ones that moved.
+    let placement = if settings.keep_table {
+        Some(keep_table_placement(d, disk, current.as_ref())?)
+    } else {
+        None
+    };
+    let expected = if placement.is_some() {
+        table::Expected {
+            sectors: Vec::new(),
+            grown: None,
+        }
+    } else {
+        table::expected(store, d, disk.size, settings.grow_last).with_context(|| {
+            format!(
+                "planning snapshot disk {} onto {}",
+                d.name,
+                disk.path.display()
+            )
+        })?
+    };
     let expected_table = expected.sectors;
+    let patches = match &placement {
+        Some(pl) => relocate::patches(d, u64::from(store.config.chunk_size), &|n| {
+            pl.get(&n).copied()
+        })?,
+        None => Vec::new(),
+    };
     let mut fp = blake3::Hasher::new();
     fp.update(format!("{:?} {} {}", mode, disk.size, disk.logical_sector_size).as_bytes());
     let mut actions = Vec::new();
@@ -56,7 +78,14 @@ pub fn diagnose(
     }
     let mut not_checked = Vec::new();
 
-    if !matches!(d.table, TableInfo::None) {
+    if placement.is_some() {
+        let mut a = Action::new(Component::PartitionTable, d.table.kind(), None, 0, 0, None);
+        a.found = "the target's own table (--keep-table)".into();
+        a.reason =
+            "kept: each partition is restored into the target's partition of the same number"
+                .into();
+        actions.push(a);
+    } else if !matches!(d.table, TableInfo::None) {
         actions.push(table_action(d, disk, &expected_table, &mut fp)?);
     }
     if disk.size != d.size {
@@ -74,7 +103,6 @@ pub fn diagnose(
         ));
     }
 
-    let current = layout::read_layout(disk).ok();
     let scan_total: u64 = match mode {
         Mode::Deep => {
             d.partitions.iter().map(|p| p.info.size).sum::<u64>()
@@ -86,7 +114,16 @@ pub fn diagnose(
     let started = Instant::now();
     let mut scanned = 0u64;
 
-    let table_ranges: Vec<(u64, u64)> = expected_table.iter().map(|t| t.range()).collect();
+    let mut table_ranges: Vec<(u64, u64)> = expected_table.iter().map(|t| t.range()).collect();
+    if let (Some(_), Some(cur)) = (&placement, &current) {
+        // On a kept table, regions must not touch the target's table or its partitions.
+        table_ranges.extend(
+            cur.table_sectors
+                .iter()
+                .map(|t| (t.offset, t.offset + t.length)),
+        );
+        table_ranges.extend(cur.partitions.iter().map(|p| (p.offset, p.end())));
+    }
     for r in &d.boot_regions {
         let end = r.offset + r.length;
         let overlaps_table = table_ranges.iter().any(|&(s, e)| s < end && r.offset < e);
@@ -123,6 +160,7 @@ pub fn diagnose(
             "chunk index of boot region {} does not match its length",
             r.name
         );
+        let index = patched(store, &mut a, index, &patches)?;
         let last_chunk = index.chunks.len().saturating_sub(1) as u64;
         let only =
             (mode == Mode::Quick && r.length > QUICK_REGION_LIMIT).then(|| vec![0, last_chunk]);
@@ -174,27 +212,36 @@ pub fn diagnose(
         } else {
             format!("partition {}", info.number)
         };
+        let offset = placement
+            .as_ref()
+            .and_then(|pl| pl.get(&info.number))
+            .map(|&(o, _)| o)
+            .unwrap_or(info.offset);
         let mut a = Action::new(
             Component::Partition,
             &name,
             Some(info.number),
-            info.offset,
+            offset,
             info.size,
             Some(p.index),
         );
+        let index = patched(store, &mut a, index, &patches)?;
         a.holds = Some(info.filesystem.clone().unwrap_or_else(|| info.role.clone()));
-        let moved = current.as_ref().and_then(|l| {
-            l.partitions
-                .iter()
-                .find(|c| c.number == info.number && info.number != 0)
-                .filter(|c| c.offset != info.offset || c.size != info.size)
-                .map(|c| {
-                    format!(
-                        "the current table puts it at byte {} with {} bytes",
-                        c.offset, c.size
-                    )
-                })
-        });
+        let moved = current
+            .as_ref()
+            .filter(|_| placement.is_none())
+            .and_then(|l| {
+                l.partitions
+                    .iter()
+                    .find(|c| c.number == info.number && info.number != 0)
+                    .filter(|c| c.offset != info.offset || c.size != info.size)
+                    .map(|c| {
+                        format!(
+                            "the current table puts it at byte {} with {} bytes",
+                            c.offset, c.size
+                        )
+                    })
+            });
         let all: Vec<u64> = (0..index.chunks.len() as u64)
             .filter(|&i| !index.chunks[i as usize].is_free_marker())
             .collect();
@@ -202,7 +249,7 @@ pub fn diagnose(
             (Mode::Quick, Some(_)) => all.clone(),
             (Mode::Quick, None) => {
                 let critical: BTreeSet<u64> =
-                    fs::critical_offsets(disk, info.offset, info.size, info.filesystem.as_deref())
+                    fs::critical_offsets(disk, offset, info.size, info.filesystem.as_deref())
                         .into_iter()
                         .map(|o| o / u64::from(index.chunk_size))
                         .collect();
@@ -218,7 +265,7 @@ pub fn diagnose(
                 }
                 compare(
                     disk,
-                    info.offset,
+                    offset,
                     &index,
                     Some(&critical),
                     mask.as_ref(),
@@ -228,15 +275,7 @@ pub fn diagnose(
             }
             (Mode::Deep, _) => {
                 scanned += info.size;
-                compare(
-                    disk,
-                    info.offset,
-                    &index,
-                    None,
-                    mask.as_ref(),
-                    &mut fp,
-                    progress,
-                )?
+                compare(disk, offset, &index, None, mask.as_ref(), &mut fp, progress)?
             }
         };
         fill_chunk_action(&mut a, &index, &differ);
@@ -248,6 +287,10 @@ pub fn diagnose(
             (Verb::Keep, _) => "equal to the snapshot".into(),
             (_, Some(_)) => format!("restored in full at the snapshot's offset {}", info.offset),
             (Verb::Full, None) => "no chunk matches the snapshot".into(),
+            _ if !a.patches.is_empty() && offset != info.offset => format!(
+                "moved from byte {} to the target's partition at byte {offset}; boot-loader pointers patched",
+                info.offset
+            ),
             _ if differ.len() == 1 => "only the one chunk that differs is written".into(),
             _ => format!("only the {} chunks that differ are written", differ.len()),
         };
@@ -304,6 +347,7 @@ impl Action {
             index,
             runs: Vec::new(),
             table_writes: Vec::new(),
+            patches: Vec::new(),
         }
     }
 }
@@ -559,4 +603,77 @@ fn check_chunks_present(store: &Store, d: &DiskRecord, actions: &[Action]) -> Re
         bail!("{msg}; this snapshot cannot be restored from this store");
     }
     Ok(())
+}
+
+/// --keep-table: where each snapshot partition goes on the target (offset, size), refusing
+/// when a partition is missing from the target's table or too small.
+fn keep_table_placement(
+    d: &DiskRecord,
+    disk: &Disk,
+    current: Option<&layout::DiskLayout>,
+) -> Result<std::collections::HashMap<u32, (u64, u64)>> {
+    let Some(cur) =
+        current.filter(|c| c.table.kind() == d.table.kind() && !matches!(d.table, TableInfo::None))
+    else {
+        bail!(
+            "--keep-table: {} has no readable {} partition table to restore into; partition it first, or restore without --keep-table",
+            disk.path.display(),
+            d.table.kind()
+        );
+    };
+    let mut out = std::collections::HashMap::new();
+    for p in &d.partitions {
+        let Some(t) = cur.partitions.iter().find(|t| t.number == p.info.number) else {
+            bail!(
+                "--keep-table: the target has no partition {} to restore {} into",
+                p.info.number,
+                p.info.title()
+            );
+        };
+        if t.size < p.info.size && p.info.role != "bios-boot" {
+            bail!(
+                "--keep-table: partition {} on the target holds {} bytes, the snapshot's {} bytes do not fit",
+                t.number,
+                t.size,
+                p.info.size
+            );
+        }
+        out.insert(p.info.number, (t.offset, t.size));
+    }
+    Ok(out)
+}
+
+/// The chunk ids a component must end up with after boot-loader patches, and the patches
+/// recorded on the action (with the hash each patched chunk must have).
+fn patched(
+    store: &Store,
+    a: &mut Action,
+    mut index: ChunkIndex,
+    patches: &relocate::Patches,
+) -> Result<ChunkIndex> {
+    let Some((_, list)) = patches.iter().find(|(name, _)| *name == a.name) else {
+        return Ok(index);
+    };
+    for patch in list {
+        let i = patch.chunk as usize;
+        ensure!(
+            i < index.chunks.len(),
+            "boot-loader patch beyond the end of {}",
+            a.name
+        );
+        let (_, len) = index.chunk_range(patch.chunk);
+        let id = index.chunks[i];
+        let mut bytes = if id.is_zero_marker() || id.is_free_marker() {
+            vec![0u8; len as usize]
+        } else {
+            store.get_chunk(&id, len as usize)?
+        };
+        patch.apply(&mut bytes)?;
+        let expected = ChunkId::for_content(&bytes);
+        index.chunks[i] = expected;
+        let mut p = patch.clone();
+        p.expected = Some(expected);
+        a.patches.push(p);
+    }
+    Ok(index)
 }

@@ -68,6 +68,9 @@ pub struct Plan {
     /// Whether the plan may create UEFI boot entries (false with --no-nvram).
     #[serde(default = "yes")]
     pub nvram: bool,
+    /// --keep-table: the targets' own partition tables are kept.
+    #[serde(default)]
+    pub keep_table: bool,
     pub disks: Vec<DiskPlan>,
     pub totals: Totals,
     pub estimated_seconds: f64,
@@ -134,6 +137,9 @@ pub struct Action {
     /// For the partition table: the exact sectors to write, in order, and their hashes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub table_writes: Vec<TableWrite>,
+    /// Bytes changed in fetched chunks so boot loaders find partitions that moved (--keep-table).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<crate::boot::relocate::ChunkPatch>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -211,6 +217,14 @@ pub struct PlanOptions {
     pub mode: Mode,
     pub grow_last: bool,
     pub nvram: bool,
+    pub keep_table: bool,
+}
+
+/// How each disk is diagnosed; saved in the plan so apply re-checks it the same way.
+pub struct Settings {
+    pub mode: Mode,
+    pub grow_last: bool,
+    pub keep_table: bool,
 }
 
 fn yes() -> bool {
@@ -230,8 +244,7 @@ pub fn make(opts: &PlanOptions, progress: &dyn Progress) -> Result<Plan> {
             &store,
             &m.disks[pair.disk],
             &disk,
-            opts.mode,
-            opts.grow_last,
+            &opts.settings(),
             progress,
         )?;
         dp.mapping = pair.why;
@@ -258,6 +271,7 @@ pub fn make(opts: &PlanOptions, progress: &dyn Progress) -> Result<Plan> {
         mode: opts.mode,
         grow_last: opts.grow_last,
         nvram: opts.nvram,
+        keep_table: opts.keep_table,
         disks,
         totals,
         estimated_seconds,
@@ -318,5 +332,26 @@ pub fn boot_entry_action(
         index: None,
         runs: Vec::new(),
         table_writes: Vec::new(),
+        patches: Vec::new(),
     })
+}
+
+impl PlanOptions {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            mode: self.mode,
+            grow_last: self.grow_last,
+            keep_table: self.keep_table,
+        }
+    }
+}
+
+impl Plan {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            mode: self.mode,
+            grow_last: self.grow_last,
+            keep_table: self.keep_table,
+        }
+    }
 }
