@@ -6,6 +6,8 @@ per request), and on the way it can:
   --p503 P      answer a request with 503 Service Unavailable instead of forwarding it
   --p429 P      answer a request with 429 Too Many Requests
   --preset P    send the response head and half the body, then reset the connection (RST)
+  --ptruncate P send the response head and half the body, then close cleanly (FIN)
+  --forbid TEXT answer 403 Forbidden to every request whose request line contains TEXT
   --delay S     hold each response for a random time up to S seconds
   --die-after N forward N chunk downloads (GET .../chunks/...), then exit: the server is
                 "gone" mid-restore (plan's HEAD checks and index reads do not count)
@@ -65,7 +67,7 @@ class Proxy:
         self.rng = random.Random(args.seed)
         self.lock = threading.Lock()
         self.forwarded = 0
-        self.stats = {"503": 0, "429": 0, "reset": 0, "ok": 0}
+        self.stats = {"503": 0, "429": 0, "403": 0, "reset": 0, "truncate": 0, "ok": 0}
 
     def roll(self):
         with self.lock:
@@ -92,6 +94,11 @@ class Proxy:
                 return
             r, delay = self.roll()
             a = self.args
+            if a.forbid and a.forbid.encode() in head.split(b"\r\n")[0]:
+                self.count("403")
+                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                conn.close()
+                return
             if r < a.p503:
                 self.count("503")
                 conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
@@ -127,6 +134,11 @@ class Proxy:
                 conn.sendall(with_close(rhead) + b"\r\n\r\n" + body[: len(body) // 2])
                 reset(conn)
                 return
+            if r < a.p503 + a.p429 + a.preset + a.ptruncate and len(body) > 1:
+                self.count("truncate")
+                conn.sendall(with_close(rhead) + b"\r\n\r\n" + body[: len(body) // 2])
+                conn.close()
+                return
             self.count("ok")
             conn.sendall(with_close(rhead) + b"\r\n\r\n" + body)
             conn.close()
@@ -154,6 +166,8 @@ def main():
     p.add_argument("--p503", type=float, default=0.0)
     p.add_argument("--p429", type=float, default=0.0)
     p.add_argument("--preset", type=float, default=0.0)
+    p.add_argument("--ptruncate", type=float, default=0.0)
+    p.add_argument("--forbid", default="")
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--die-after", type=int, default=0)
     p.add_argument("--seed", type=int, default=1)

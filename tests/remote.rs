@@ -251,7 +251,16 @@ fn faults_on_the_wire_do_not_change_the_result() {
         free_port(),
         web.port,
         &[
-            "--p503", "0.2", "--preset", "0.05", "--delay", "0.02", "--seed", "7",
+            "--p503",
+            "0.2",
+            "--preset",
+            "0.05",
+            "--ptruncate",
+            "0.05",
+            "--delay",
+            "0.02",
+            "--seed",
+            "7",
         ],
     );
     let t = tmp.path("t.img");
@@ -292,6 +301,19 @@ fn faults_on_the_wire_do_not_change_the_result() {
     let stats = proxy_stats(&proxy);
     assert!(stats["reset"].as_u64().unwrap() > 0, "{stats}");
     eprintln!("S3 through the fault proxy: {stats}");
+}
+
+#[test]
+fn client_errors_are_not_retried() {
+    let tmp = Tmp::new();
+    let src = captured(&tmp);
+    let web = web_server(&tmp, &tmp.path("store"));
+    let proxy = fault_proxy(&tmp, free_port(), web.port, &["--forbid", "/chunks/"]);
+    let err = run_fails(&["plan", "--store", &proxy.url(), p(&src)], &[], &[]);
+    assert!(err.contains("403") && !err.contains("gave up"), "{err}");
+    let stats = proxy_stats(&proxy);
+    // Plan stops at its first chunk request (a table sector), which is asked exactly once.
+    assert_eq!(stats["403"], 1, "a 403 is not retried: {stats}");
 }
 
 /// Where the snapshot's tables go on a blank target: LBA 0-33 and the last 33 sectors.
