@@ -149,6 +149,16 @@ fn http_store_restores_full_and_minimal_byte_equal() {
         serde_json::from_str(&ok(&["snapshots", "--store", &url, "--json"])).unwrap();
     assert_eq!(again, list);
 
+    // A rescue system without any CA bundle still reaches a plain http:// store.
+    let list_no_roots = run_ok(
+        &["snapshots", "--store", &url, "--json"],
+        &no_system_roots(),
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&list_no_roots).unwrap(),
+        list
+    );
+
     let err = fails(&["capture", "--store", &url, "--host", "web-3", p(&src)]);
     assert!(err.contains("read-only over HTTP"), "{err}");
 }
@@ -539,4 +549,18 @@ fn https_with_a_private_ca_needs_ca_cert() {
         &[("RESTORE_CA_CERT".into(), p(&ca).into())],
     );
     assert_same(&src, &t);
+    // Without system roots (a bare rescue system), the private CA alone is trusted.
+    let list = run_ok(
+        &["snapshots", "--store", &url, "--ca-cert", p(&ca)],
+        &no_system_roots(),
+    );
+    assert!(list.contains("web-3"), "{list}");
+}
+
+/// Points the system CA lookup at nothing, as on a rescue system without a CA bundle.
+fn no_system_roots() -> Vec<(String, String)> {
+    vec![
+        ("SSL_CERT_FILE".into(), "/nonexistent/ca.pem".into()),
+        ("SSL_CERT_DIR".into(), "/nonexistent".into()),
+    ]
 }

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use tokio::runtime::Runtime;
 
 use super::backend::{Backend, BackendError};
-use super::remote::{RemoteOptions, runtime};
+use super::remote::{RemoteOptions, bundled_roots, lacks_system_roots, runtime};
 
 pub const CATALOGUE: &str = "snapshots/index.json";
 
@@ -29,16 +29,32 @@ impl HttpBackend {
             format!("{url}/")
         };
         reqwest::Url::parse(&base).with_context(|| format!("store URL {url} is not valid"))?;
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .read_timeout(Duration::from_secs(30))
-            .user_agent(concat!("restore/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = opts.ca_pem()? {
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| anyhow!("{}: not a PEM certificate: {e}", opts.ca_name()))?;
-            builder = builder.tls_certs_merge(certs);
+        let extra = match opts.ca_pem()? {
+            Some(pem) => reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| anyhow!("{}: not a PEM certificate: {e}", opts.ca_name()))?,
+            None => Vec::new(),
+        };
+        let build = |bundled: bool| -> Result<reqwest::Client> {
+            let builder = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .read_timeout(Duration::from_secs(30))
+                .user_agent(concat!("restore/", env!("CARGO_PKG_VERSION")));
+            let builder = if bundled {
+                let mut roots = extra.clone();
+                for der in bundled_roots() {
+                    roots.push(reqwest::Certificate::from_der(der)?);
+                }
+                builder.tls_certs_only(roots)
+            } else {
+                builder.tls_certs_merge(extra.clone())
+            };
+            Ok(builder.build()?)
+        };
+        let client = match build(false) {
+            Err(e) if lacks_system_roots(&e) => build(true),
+            other => other,
         }
-        let client = builder.build().context("setting up the HTTP client")?;
+        .context("setting up the HTTP client")?;
         Ok(HttpBackend {
             base,
             client,

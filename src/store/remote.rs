@@ -50,6 +50,20 @@ impl RemoteOptions {
     }
 }
 
+/// Mozilla's root certificates, compiled in: trusted when the system has no CA bundle at all
+/// (a minimal rescue system), so https:// and S3 still work there, and plain http:// too
+/// (the TLS clients refuse to start without any root).
+pub fn bundled_roots() -> impl Iterator<Item = &'static [u8]> {
+    webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|c| c.as_ref())
+}
+
+/// True when building a TLS client failed only because the system has no CA certificates.
+pub fn lacks_system_roots(e: &anyhow::Error) -> bool {
+    format!("{e:#}").contains("No CA certificates were loaded")
+}
+
 pub fn runtime() -> Result<Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -14,7 +14,7 @@ use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, Retry
 use tokio::runtime::Runtime;
 
 use super::backend::{Backend, BackendError};
-use super::remote::{RemoteOptions, runtime};
+use super::remote::{RemoteOptions, bundled_roots, lacks_system_roots, runtime};
 
 pub struct S3Backend {
     s3: AmazonS3,
@@ -42,42 +42,57 @@ impl S3Backend {
             );
         };
         let region = env("AWS_REGION").unwrap_or_else(|| "us-east-1".into());
-        let mut client = ClientOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(120));
-        if let Some(pem) = opts.ca_pem()? {
-            for cert in object_store::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| anyhow!("{}: not a PEM certificate: {e}", opts.ca_name()))?
-            {
-                client = client.with_root_certificate(cert);
+        let extra = match opts.ca_pem()? {
+            Some(pem) => object_store::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| anyhow!("{}: not a PEM certificate: {e}", opts.ca_name()))?,
+            None => Vec::new(),
+        };
+        let endpoint_env = env("AWS_ENDPOINT_URL");
+        let build = |bundled: bool| -> Result<AmazonS3> {
+            let mut client = ClientOptions::new()
+                .with_connect_timeout(Duration::from_secs(5))
+                .with_timeout(Duration::from_secs(120))
+                .with_allow_http(
+                    endpoint_env
+                        .as_ref()
+                        .is_some_and(|u| u.starts_with("http://")),
+                );
+            for cert in &extra {
+                client = client.with_root_certificate(cert.clone());
             }
-        }
-        let mut builder = AmazonS3Builder::new()
-            .with_bucket_name(bucket)
-            .with_region(&region)
-            .with_access_key_id(key_id)
-            .with_secret_access_key(secret)
-            .with_retry(RetryConfig {
-                max_retries: 0,
-                ..RetryConfig::default()
-            });
-        if let Some(token) = env("AWS_SESSION_TOKEN") {
-            builder = builder.with_token(token);
-        }
-        let endpoint = match env("AWS_ENDPOINT_URL") {
-            Some(url) => {
-                client = client.with_allow_http(url.starts_with("http://"));
+            if bundled {
+                client = client.with_no_system_certificates(true);
+                for der in bundled_roots() {
+                    client =
+                        client.with_root_certificate(object_store::Certificate::from_der(der)?);
+                }
+            }
+            let mut builder = AmazonS3Builder::new()
+                .with_bucket_name(bucket)
+                .with_region(&region)
+                .with_access_key_id(&key_id)
+                .with_secret_access_key(&secret)
+                .with_retry(RetryConfig {
+                    max_retries: 0,
+                    ..RetryConfig::default()
+                })
+                .with_client_options(client);
+            if let Some(token) = env("AWS_SESSION_TOKEN") {
+                builder = builder.with_token(token);
+            }
+            if let Some(url) = &endpoint_env {
                 builder = builder
                     .with_endpoint(url.trim_end_matches('/'))
                     .with_virtual_hosted_style_request(false);
-                url
             }
-            None => format!("https://s3.{region}.amazonaws.com"),
+            Ok(builder.build()?)
         };
-        let s3 = builder
-            .with_client_options(client)
-            .build()
-            .with_context(|| format!("setting up S3 access to bucket {bucket}"))?;
+        let s3 = match build(false) {
+            Err(e) if lacks_system_roots(&e) => build(true),
+            other => other,
+        }
+        .with_context(|| format!("setting up S3 access to bucket {bucket}"))?;
+        let endpoint = endpoint_env.unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
         Ok(S3Backend {
             s3,
             bucket: bucket.to_string(),
