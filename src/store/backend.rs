@@ -47,6 +47,10 @@ pub trait Backend: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<String>>;
     /// Makes every object written so far durable; called before a manifest is committed.
     fn sync(&self) -> Result<()>;
+    /// True when `list` is a real listing (a directory, S3), not a crawl of web pages.
+    fn lists_cheaply(&self) -> bool {
+        true
+    }
     /// Fails with a clear message when this store cannot be written (HTTP).
     fn writable(&self) -> Result<()> {
         Ok(())

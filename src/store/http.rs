@@ -203,6 +203,10 @@ impl Backend for HttpBackend {
         self.writable()
     }
 
+    fn lists_cheaply(&self) -> bool {
+        false
+    }
+
     fn writable(&self) -> Result<()> {
         bail!(
             "store {} is read-only over HTTP; capture into a directory or s3:// and serve a copy",

@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod http;
 pub mod index;
+mod presence;
 pub mod remote;
 pub mod retry;
 pub mod s3;

@@ -167,6 +167,10 @@ impl Backend for Retrying {
     fn writable(&self) -> Result<()> {
         self.inner.writable()
     }
+
+    fn lists_cheaply(&self) -> bool {
+        self.inner.lists_cheaply()
+    }
 }
 
 #[cfg(test)]
