@@ -281,9 +281,18 @@ fn faults_on_the_wire_do_not_change_the_result() {
     assert!(stats["503"].as_u64().unwrap() > 0, "{stats}");
     eprintln!("HTTP through the fault proxy: {stats}");
 
-    // S3 through a proxy that resets often: object_store's errors are sorted and retried too.
+    // S3 through a proxy that resets often: object_store's errors are sorted and retried too,
+    // for capture (PUTs, the manifest last) as for restore.
     let s3 = s3_server(&tmp, &[]);
     create_bucket(&s3, "backups");
+    let proxy = fault_proxy(
+        &tmp,
+        free_port(),
+        s3.port,
+        &[
+            "--p503", "0.1", "--p429", "0.05", "--preset", "0.2", "--delay", "0.01", "--seed", "3",
+        ],
+    );
     run_ok(
         &[
             "capture",
@@ -294,15 +303,7 @@ fn faults_on_the_wire_do_not_change_the_result() {
             "--no-progress",
             p(&src),
         ],
-        &s3_env(s3.port),
-    );
-    let proxy = fault_proxy(
-        &tmp,
-        free_port(),
-        s3.port,
-        &[
-            "--p503", "0.1", "--p429", "0.05", "--preset", "0.2", "--delay", "0.01", "--seed", "3",
-        ],
+        &s3_env(proxy.port),
     );
     let t = tmp.path("t3.img");
     blank(&t, SIZE);

@@ -44,19 +44,18 @@ impl RetryPolicy {
     }
 }
 
-/// A number in [0.1, 1): cheap randomness from the clock and a per-thread counter.
+/// A number in [0.1, 1), from a per-thread xorshift seeded by std's randomly keyed hasher,
+/// so threads and processes do not draw the same delays.
 fn jitter() -> f64 {
     use std::cell::Cell;
+    use std::hash::BuildHasher;
     thread_local!(static STATE: Cell<u64> = const { Cell::new(0) });
     STATE.with(|s| {
         let mut x = s.get();
         if x == 0 {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1);
-            let tid = std::thread::current().id();
-            x = nanos ^ (format!("{tid:?}").len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            x = std::collections::hash_map::RandomState::new()
+                .hash_one(std::thread::current().id())
+                | 1;
         }
         x ^= x << 13;
         x ^= x >> 7;
