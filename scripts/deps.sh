@@ -29,6 +29,26 @@ ensure_rust() {
     return 1
 }
 
+# The remote-store tests need python3 (http.server, tests/fault_proxy.py, tests/https_server.py)
+# and moto_server, an S3-compatible server from PyPI (it brings `cryptography`, which
+# tests/https_server.py uses to make a private CA).
+ensure_python_servers() {
+    ensure_commands python3:python3
+    command -v moto_server >/dev/null 2>&1 && return 0
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        ensure_commands pip3:python3-pip
+    fi
+    echo "installing: moto[server] (PyPI)" >&2
+    # Debian's python refuses pip installs outside a venv (PEP 668) unless told otherwise.
+    python3 -m pip install -q 'moto[server]' 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages 'moto[server]'
+    hash -r
+    command -v moto_server >/dev/null 2>&1 || {
+        echo "moto_server is not on PATH after pip install 'moto[server]'" >&2
+        return 1
+    }
+}
+
 # Commands the tests use, and the Debian package of each.
 TEST_COMMANDS=(sgdisk:gdisk sfdisk:fdisk mkfs.ext4:e2fsprogs losetup:mount swapon:mount mkswap:util-linux
     cmp:diffutils python3:python3

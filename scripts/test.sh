@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh
 ensure_rust
 ensure_commands "${TEST_COMMANDS[@]}"
+ensure_python_servers
 if [ "$(id -u)" -ne 0 ]; then
     echo "note: not root: loop-device tests are skipped (they fail instead when CI is set)" >&2
 fi

@@ -104,7 +104,7 @@ pub fn capture(opts: &CaptureOptions, progress: &dyn Progress) -> Result<Capture
     };
     crate::failpoint::hit("before-manifest");
     let key = Manifest::key(&m.host, &m.id);
-    store.put_object(&key, &serde_json::to_vec_pretty(&m)?)?;
+    store.put_manifest(&key, &serde_json::to_vec_pretty(&m)?)?;
     Ok(CaptureReport {
         snapshot_id: m.id,
         host: m.host,

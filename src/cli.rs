@@ -12,7 +12,7 @@ use crate::capture::{self, CaptureOptions};
 use crate::manifest;
 use crate::plan::{self, Mode, Plan, PlanOptions};
 use crate::progress::{self, ProgressMode};
-use crate::store::Store;
+use crate::store::{self, Store};
 use crate::units;
 
 /// Exit code of `plan --detailed-exitcode` when the plan has something to write.
@@ -27,6 +27,9 @@ pub const EXIT_CHANGES: i32 = 2;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// PEM file of CA certificates to trust for https:// stores and S3 endpoints (a private CA).
+    #[arg(long, global = true, env = "RESTORE_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -87,7 +90,7 @@ impl Common {
 
 #[derive(Args)]
 struct CaptureArgs {
-    /// Store location: a directory (created on first capture).
+    /// Store: a directory or file:// URL (created on first capture), or s3://BUCKET/PREFIX.
     #[arg(long, env = "RESTORE_STORE")]
     store: String,
     /// Name of the host the disks belong to.
@@ -108,6 +111,7 @@ struct CaptureArgs {
 
 #[derive(Args)]
 struct SnapshotsArgs {
+    /// Store: a directory, file://, http(s)://HOST/PATH or s3://BUCKET/PREFIX.
     #[arg(long, env = "RESTORE_STORE")]
     store: String,
     #[arg(long)]
@@ -120,6 +124,7 @@ struct SnapshotsArgs {
 struct ShowArgs {
     /// Snapshot id, or "latest".
     snapshot: String,
+    /// Store: a directory, file://, http(s)://HOST/PATH or s3://BUCKET/PREFIX.
     #[arg(long, env = "RESTORE_STORE")]
     store: String,
     #[arg(long)]
@@ -130,6 +135,7 @@ struct ShowArgs {
 
 #[derive(Args)]
 struct Selection {
+    /// Store: a directory, file://, http(s)://HOST/PATH or s3://BUCKET/PREFIX.
     #[arg(long, env = "RESTORE_STORE")]
     store: Option<String>,
     #[arg(long)]
@@ -183,7 +189,7 @@ struct ApplyArgs {
     /// Re-read everything written and check its hash.
     #[arg(long)]
     verify: bool,
-    /// Chunks fetched and written at once.
+    /// Chunks fetched and written at once (memory use is about this many chunks).
     #[arg(long, default_value_t = 16)]
     jobs: usize,
     #[command(flatten)]
@@ -202,6 +208,9 @@ struct ProbeArgs {
 }
 
 pub fn run(cli: Cli) -> Result<i32> {
+    store::remote::set_options(store::remote::RemoteOptions {
+        ca_cert: cli.ca_cert,
+    });
     match cli.command {
         Command::Capture(a) => run_capture(a),
         Command::Snapshots(a) => run_snapshots(a),

@@ -4,7 +4,6 @@
 //! snapshot's, so that is where every partition's bytes must be correct.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -571,36 +570,17 @@ fn check_chunks_present(store: &Store, d: &DiskRecord, actions: &[Action]) -> Re
             }
         }
     }
-    let missing: Mutex<Option<String>> = Mutex::new(None);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..scan::worker_count() * 4 {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((id, where_)) = needed.get(i) else {
-                        break;
-                    };
-                    if missing.lock().expect("lock").is_some() {
-                        break;
-                    }
-                    let msg = match store.has_chunk(id) {
-                        Ok(true) => continue,
-                        Ok(false) => format!(
-                            "chunk {id} ({where_}) is missing from store {}",
-                            store.describe()
-                        ),
-                        Err(e) => {
-                            format!("checking chunk {id} in store {}: {e:#}", store.describe())
-                        }
-                    };
-                    missing.lock().expect("lock").get_or_insert(msg);
-                }
-            });
-        }
-    });
-    if let Some(msg) = missing.into_inner().expect("lock") {
-        bail!("{msg}; this snapshot cannot be restored from this store");
+    let ids: Vec<ChunkId> = needed.iter().map(|(id, _)| *id).collect();
+    if let Some(id) = store.first_missing_chunk(&ids)? {
+        let where_ = needed
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, w)| w.as_str())
+            .unwrap_or_default();
+        bail!(
+            "chunk {id} ({where_}) is missing from store {}; this snapshot cannot be restored from this store",
+            store.describe()
+        );
     }
     Ok(())
 }

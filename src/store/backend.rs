@@ -16,6 +16,26 @@ pub enum BackendError {
     Other(#[from] anyhow::Error),
 }
 
+/// Marks a failure worth retrying (connection refused or reset, timeout, HTTP 5xx or 429, a
+/// truncated body) in the context chain of a `BackendError::Other`. Everything else is
+/// permanent: retrying a 403 or a corrupt object only delays the error.
+#[derive(Debug, thiserror::Error)]
+#[error("temporary failure")]
+pub struct Temporary;
+
+impl BackendError {
+    pub fn temporary(e: anyhow::Error) -> BackendError {
+        BackendError::Other(e.context(Temporary))
+    }
+
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            BackendError::NotFound(_) => false,
+            BackendError::Other(e) => e.downcast_ref::<Temporary>().is_some(),
+        }
+    }
+}
+
 pub trait Backend: Send + Sync {
     /// A human name for messages: the path or URL of the store.
     fn describe(&self) -> String;
@@ -27,6 +47,14 @@ pub trait Backend: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<String>>;
     /// Makes every object written so far durable; called before a manifest is committed.
     fn sync(&self) -> Result<()>;
+    /// True when `list` is a real listing (a directory, S3), not a crawl of web pages.
+    fn lists_cheaply(&self) -> bool {
+        true
+    }
+    /// Fails with a clear message when this store cannot be written (HTTP).
+    fn writable(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A store in a local directory (also the layout served over HTTP or copied to S3).

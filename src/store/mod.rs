@@ -3,9 +3,14 @@
 //! hides where that is.
 
 pub mod backend;
+pub mod http;
 pub mod index;
+mod presence;
+pub mod remote;
+pub mod retry;
+pub mod s3;
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
@@ -106,12 +111,17 @@ impl Store {
             }
             return Ok((store, false));
         }
-        let local = Path::new(location.strip_prefix("file://").unwrap_or(location));
-        if local.exists()
-            && std::fs::read_dir(local)
-                .map(|mut d| d.next().is_some())
-                .unwrap_or(true)
-        {
+        backend.writable()?;
+        let not_empty = match Location::parse(location)? {
+            Location::Local(local) => {
+                local.exists()
+                    && std::fs::read_dir(&local)
+                        .map(|mut d| d.next().is_some())
+                        .unwrap_or(true)
+            }
+            _ => !backend.list("")?.is_empty(),
+        };
+        if not_empty {
             bail!(
                 "{location} is not empty and holds no store (config.json missing); refusing to create one there"
             );
@@ -147,7 +157,10 @@ impl Store {
             BackendError::NotFound(_) => {
                 anyhow::anyhow!("chunk {id} is missing from store {}", self.describe())
             }
-            BackendError::Other(e) => e.context(format!("fetching chunk {id}")),
+            BackendError::Other(e) => e.context(format!(
+                "fetching chunk {id} from store {}",
+                self.describe()
+            )),
         })?;
         let data = zstd::bulk::decompress(&packed, expected_len.max(1)).map_err(|e| {
             anyhow::anyhow!("chunk {id} in store {} is corrupt: {e}", self.describe())
@@ -206,8 +219,26 @@ impl Store {
         self.backend.sync()
     }
 
-    pub fn put_object(&self, key: &str, data: &[u8]) -> Result<()> {
-        self.backend.put(key, data)
+    /// Commits a snapshot manifest (one atomic write: the snapshot exists from then on), then
+    /// rewrites the catalogue that lets static web servers list snapshots. The catalogue is
+    /// rebuilt from a listing each time, so a capture that raced another, or died between
+    /// the two writes, is healed by the next one.
+    pub fn put_manifest(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.backend.put(key, data)?;
+        let keys: Vec<String> = self
+            .backend
+            .list("snapshots/")?
+            .into_iter()
+            .filter(|k| k.ends_with(".json") && k.matches('/').count() == 2)
+            .collect();
+        let catalogue = serde_json::json!({
+            "format": "restore-catalogue",
+            "version": 1,
+            "snapshots": keys,
+        });
+        self.backend
+            .put(http::CATALOGUE, &serde_json::to_vec_pretty(&catalogue)?)
+            .context("the snapshot is committed, but updating snapshots/index.json failed")
     }
 
     pub fn get_object(&self, key: &str) -> Result<Vec<u8>, BackendError> {
@@ -219,13 +250,71 @@ impl Store {
     }
 }
 
-fn backend_for(location: &str) -> Result<Box<dyn Backend>> {
-    if let Some((scheme, _)) = location.split_once("://")
-        && scheme != "file"
-    {
-        bail!("store URL scheme {scheme}:// is not supported yet; use a local directory");
+/// The keys listed in a catalogue (`snapshots/index.json`).
+pub fn parse_catalogue(raw: &[u8]) -> Result<Vec<String>> {
+    #[derive(Deserialize)]
+    struct Catalogue {
+        format: String,
+        snapshots: Vec<String>,
     }
-    let path = location.strip_prefix("file://").unwrap_or(location);
-    ensure!(!path.is_empty(), "empty store location");
-    Ok(Box::new(LocalBackend::new(Path::new(path))))
+    let c: Catalogue = serde_json::from_slice(raw).context("not a valid catalogue")?;
+    ensure!(
+        c.format == "restore-catalogue",
+        "not a restore catalogue (format {:?})",
+        c.format
+    );
+    Ok(c.snapshots)
+}
+
+/// Where a store lives, from `--store`: a path or file:// URL, http(s)://, or s3://.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    Local(PathBuf),
+    Http(String),
+    S3 { bucket: String, prefix: String },
+}
+
+impl Location {
+    pub fn parse(location: &str) -> Result<Location> {
+        ensure!(!location.is_empty(), "empty store location");
+        let Some((scheme, rest)) = location.split_once("://") else {
+            return Ok(Location::Local(PathBuf::from(location)));
+        };
+        Ok(match scheme.to_ascii_lowercase().as_str() {
+            "file" => {
+                ensure!(!rest.is_empty(), "empty store location {location}");
+                Location::Local(PathBuf::from(rest))
+            }
+            "http" | "https" => Location::Http(location.to_string()),
+            "s3" => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                ensure!(
+                    !bucket.is_empty(),
+                    "store URL {location} names no bucket (s3://BUCKET/PREFIX)"
+                );
+                Location::S3 {
+                    bucket: bucket.to_string(),
+                    prefix: prefix.trim_matches('/').to_string(),
+                }
+            }
+            _ => bail!(
+                "store URL scheme {scheme}:// is not supported; use a directory, file://, http://, https:// or s3://"
+            ),
+        })
+    }
+}
+
+fn backend_for(location: &str) -> Result<Box<dyn Backend>> {
+    let opts = remote::options();
+    Ok(match Location::parse(location)? {
+        Location::Local(path) => Box::new(LocalBackend::new(&path)),
+        Location::Http(url) => Box::new(retry::Retrying::new(
+            Box::new(http::HttpBackend::new(&url, &opts)?),
+            retry::RetryPolicy::default(),
+        )),
+        Location::S3 { bucket, prefix } => Box::new(retry::Retrying::new(
+            Box::new(s3::S3Backend::new(&bucket, &prefix, &opts)?),
+            retry::RetryPolicy::default(),
+        )),
+    })
 }

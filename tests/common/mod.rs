@@ -7,6 +7,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod servers;
+
 pub const MIB: u64 = 1 << 20;
 
 pub fn in_ci() -> bool {

@@ -1,0 +1,132 @@
+//! Does the store hold these chunks? Plan asks before it promises a restore. For a few chunks:
+//! concurrent existence checks (a HEAD each on a remote store). For many (a large restore):
+//! one listing per shard that holds any of them, since a listing page answers for a thousand
+//! keys where a HEAD answers for one. Stores that cannot list cheaply (HTTP) always use checks.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::Result;
+
+use super::{Store, shard};
+use crate::chunk::ChunkId;
+
+/// Requests in flight at once: network latency, not CPU, bounds these.
+const WORKERS: usize = 16;
+/// From this many chunks on, listing the shards costs fewer requests than checking each
+/// chunk (256 shards, each one or a few listing pages).
+const LIST_FROM: usize = 2048;
+
+impl Store {
+    /// A chunk of `ids` the store does not have, if any.
+    pub fn first_missing_chunk(&self, ids: &[ChunkId]) -> Result<Option<ChunkId>> {
+        if ids.len() >= LIST_FROM && self.backend.lists_cheaply() {
+            self.missing_by_listing(ids)
+        } else {
+            self.missing_by_checks(ids)
+        }
+    }
+
+    fn missing_by_checks(&self, ids: &[ChunkId]) -> Result<Option<ChunkId>> {
+        let found: Mutex<Option<Result<ChunkId>>> = Mutex::new(None);
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..WORKERS.min(ids.len()) {
+                s.spawn(|| {
+                    while let Some(id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        if found.lock().expect("lock").is_some() {
+                            break;
+                        }
+                        let outcome = match self.has_chunk(id) {
+                            Ok(true) => continue,
+                            Ok(false) => Ok(*id),
+                            Err(e) => Err(e.context(format!(
+                                "checking chunk {id} in store {}",
+                                self.describe()
+                            ))),
+                        };
+                        found.lock().expect("lock").get_or_insert(outcome);
+                    }
+                });
+            }
+        });
+        found.into_inner().expect("lock").transpose()
+    }
+
+    fn missing_by_listing(&self, ids: &[ChunkId]) -> Result<Option<ChunkId>> {
+        // Only one shard's keys are held at a time: a fleet's store may hold millions.
+        let mut by_shard: BTreeMap<String, Vec<ChunkId>> = BTreeMap::new();
+        for id in ids {
+            let key = shard("chunks", id);
+            let folder = key[..key.rfind('/').expect("sharded key") + 1].to_string();
+            by_shard.entry(folder).or_default().push(*id);
+        }
+        let shards: Vec<(String, Vec<ChunkId>)> = by_shard.into_iter().collect();
+        let found: Mutex<Option<Result<ChunkId>>> = Mutex::new(None);
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..WORKERS.min(shards.len()) {
+                s.spawn(|| {
+                    while let Some((folder, wanted)) =
+                        shards.get(next.fetch_add(1, Ordering::Relaxed))
+                    {
+                        if found.lock().expect("lock").is_some() {
+                            break;
+                        }
+                        let outcome = match self.backend.list(folder) {
+                            Ok(keys) => {
+                                let have: HashSet<String> = keys.into_iter().collect();
+                                match wanted
+                                    .iter()
+                                    .find(|id| !have.contains(&shard("chunks", id)))
+                                {
+                                    Some(id) => Ok(*id),
+                                    None => continue,
+                                }
+                            }
+                            Err(e) => Err(
+                                e.context(format!("listing {folder} in store {}", self.describe()))
+                            ),
+                        };
+                        found.lock().expect("lock").get_or_insert(outcome);
+                    }
+                });
+            }
+        });
+        found.into_inner().expect("lock").transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_ways_find_the_one_missing_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir.path().join("store").display().to_string();
+        let (store, _) = Store::open_or_create(&location, None).unwrap();
+        let mut ids: Vec<ChunkId> = (0..LIST_FROM as u32 + 10)
+            .map(|i| {
+                let data = i.to_le_bytes();
+                let id = ChunkId::of(&data);
+                store.put_chunk(&id, &data).unwrap();
+                id
+            })
+            .collect();
+        assert_eq!(store.first_missing_chunk(&ids).unwrap(), None, "by listing");
+        assert_eq!(
+            store.first_missing_chunk(&ids[..100]).unwrap(),
+            None,
+            "by checks"
+        );
+        let absent = ChunkId::of(b"never stored");
+        ids.insert(1234, absent);
+        assert_eq!(store.first_missing_chunk(&ids).unwrap(), Some(absent));
+        assert_eq!(
+            store.first_missing_chunk(&ids[1200..1300]).unwrap(),
+            Some(absent)
+        );
+    }
+}

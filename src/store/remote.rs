@@ -1,0 +1,74 @@
+//! What the HTTP and S3 backends share: the process-wide TLS trust (`--ca-cert`) and the
+//! async runtime behind their synchronous `Backend` calls. Callers already run many threads
+//! (apply's `--jobs` workers), so each call simply blocks its own thread on the runtime.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
+use tokio::runtime::Runtime;
+
+#[derive(Clone, Debug, Default)]
+pub struct RemoteOptions {
+    /// PEM file of extra CA certificates trusted for https:// stores and S3 endpoints.
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// Set once by the command line. Trust is a property of the process (like the AWS_*
+/// variables), not of one call, so it does not travel through every `Store::open`.
+static OPTIONS: OnceLock<RemoteOptions> = OnceLock::new();
+
+pub fn set_options(opts: RemoteOptions) {
+    let _ = OPTIONS.set(opts);
+}
+
+pub fn options() -> RemoteOptions {
+    OPTIONS.get().cloned().unwrap_or_default()
+}
+
+impl RemoteOptions {
+    pub fn ca_name(&self) -> String {
+        self.ca_cert
+            .as_ref()
+            .map(|p| format!("CA certificate file {}", p.display()))
+            .unwrap_or_default()
+    }
+
+    /// The CA file's bytes, checked to hold at least one PEM certificate.
+    pub fn ca_pem(&self) -> Result<Option<Vec<u8>>> {
+        let Some(path) = &self.ca_cert else {
+            return Ok(None);
+        };
+        let pem =
+            std::fs::read(path).with_context(|| format!("reading --ca-cert {}", path.display()))?;
+        anyhow::ensure!(
+            String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----"),
+            "--ca-cert {} holds no PEM certificate (-----BEGIN CERTIFICATE----- expected)",
+            path.display()
+        );
+        Ok(Some(pem))
+    }
+}
+
+/// Mozilla's root certificates, compiled in: trusted when the system has no CA bundle at all
+/// (a minimal rescue system), so https:// and S3 still work there, and plain http:// too
+/// (the TLS clients refuse to start without any root).
+pub fn bundled_roots() -> impl Iterator<Item = &'static [u8]> {
+    webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|c| c.as_ref())
+}
+
+/// True when building a TLS client failed only because the system has no CA certificates.
+pub fn lacks_system_roots(e: &anyhow::Error) -> bool {
+    format!("{e:#}").contains("No CA certificates were loaded")
+}
+
+pub fn runtime() -> Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("restore-net")
+        .enable_all()
+        .build()
+        .context("starting the network runtime")
+}

@@ -1,0 +1,567 @@
+//! Remote stores: a store directory served by a real static web server (python's http.server),
+//! a real S3-compatible server (moto_server), a fault-injecting proxy in front of them
+//! (tests/fault_proxy.py), and the errors a rescued host meets on a bad network.
+//! Every server listens on 127.0.0.1 on a free port and is stopped when its guard drops.
+
+mod common;
+use common::servers::*;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const SIZE: u64 = 96 * MIB;
+
+/// Runs restore with extra variables, and without the ones named in `remove`.
+fn run(args: &[&str], env: &[(String, String)], remove: &[&str]) -> Output {
+    let mut c = Command::new(bin());
+    c.args(args).env_remove("RESTORE_FAILPOINT");
+    for k in remove {
+        c.env_remove(k);
+    }
+    for (k, v) in env.iter().filter(|(k, _)| !remove.contains(&k.as_str())) {
+        c.env(k, v);
+    }
+    c.output().expect("running restore")
+}
+
+#[track_caller]
+fn run_ok(args: &[&str], env: &[(String, String)]) -> String {
+    let o = run(args, env, &[]);
+    assert!(o.status.success(), "restore {args:?} failed:\n{}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A command that must fail with one clear error line, quickly; returns that line.
+#[track_caller]
+fn run_fails(args: &[&str], env: &[(String, String)], remove: &[&str]) -> String {
+    let started = Instant::now();
+    let o = run(args, env, remove);
+    let took = started.elapsed();
+    assert!(
+        !o.status.success(),
+        "restore {args:?} should have failed:\n{}",
+        text(&o)
+    );
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !err.contains("panicked"),
+        "restore {args:?} panicked:\n{err}"
+    );
+    let last = err.lines().last().unwrap_or_default().to_string();
+    assert!(
+        last.starts_with("error: "),
+        "no error line from {args:?}:\n{err}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "{args:?} took {took:?} to fail: {last}"
+    );
+    eprintln!("{args:?} failed in {took:?}: {last}");
+    last
+}
+
+fn apply(store: &str, target: &Path, env: &[(String, String)]) -> String {
+    run_ok(
+        &[
+            "apply",
+            "--store",
+            store,
+            "--yes",
+            "--no-progress",
+            p(target),
+        ],
+        env,
+    )
+}
+
+fn plan_fetch_bytes(store: &str, target: &Path, env: &[(String, String)]) -> u64 {
+    let out = run_ok(
+        &[
+            "plan",
+            "--store",
+            store,
+            "--json",
+            "--no-progress",
+            p(target),
+        ],
+        env,
+    );
+    let plan: serde_json::Value = serde_json::from_str(&out).expect("plan JSON");
+    plan["totals"]["bytes_to_fetch"]
+        .as_u64()
+        .expect("bytes_to_fetch")
+}
+
+/// A copy of `src` damaged the way the incident did: boot code, GPT header, two data chunks.
+fn damaged_copy(tmp: &Tmp, src: &Path) -> PathBuf {
+    let d = tmp.path("damaged.img");
+    std::fs::copy(src, &d).unwrap();
+    write_at(&d, 0, &[0u8; 440]);
+    write_at(&d, 512, &[0u8; 512]);
+    write_at(&d, DATA5 + 100, &random_bytes(41, 5000));
+    write_at(&d, DATA5 + 2 * MIB, &random_bytes(42, 5000));
+    d
+}
+
+fn assert_minimal_restore(store: &str, src: &Path, damaged: &Path, env: &[(String, String)]) {
+    let fetch = plan_fetch_bytes(store, damaged, env);
+    assert!(
+        fetch > 0 && fetch <= 4 * MIB,
+        "a minimal restore fetches a few chunks, not {fetch} bytes"
+    );
+    apply(store, damaged, env);
+    assert_same(src, damaged);
+    assert_eq!(
+        plan_fetch_bytes(store, damaged, env),
+        0,
+        "nothing left to do"
+    );
+}
+
+fn captured(tmp: &Tmp) -> PathBuf {
+    let src = tmp.path("src.img");
+    gpt_server_disk(&src, SIZE, tmp);
+    capture(tmp, "web-3", &[&src]);
+    src
+}
+
+#[test]
+fn http_store_restores_full_and_minimal_byte_equal() {
+    let tmp = Tmp::new();
+    let src = captured(&tmp);
+    let web = web_server(&tmp, &tmp.path("store"));
+    let url = web.url();
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&["snapshots", "--store", &url, "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+
+    let t = tmp.path("t.img");
+    blank(&t, SIZE);
+    apply(&url, &t, &[]);
+    assert_same(&src, &t);
+    assert_minimal_restore(&url, &src, &damaged_copy(&tmp, &src), &[]);
+
+    // A copy of a store made without the catalogue still lists, from the index pages.
+    std::fs::remove_file(tmp.path("store/snapshots/index.json")).unwrap();
+    let again: serde_json::Value =
+        serde_json::from_str(&ok(&["snapshots", "--store", &url, "--json"])).unwrap();
+    assert_eq!(again, list);
+
+    // A rescue system without any CA bundle still reaches a plain http:// store.
+    let list_no_roots = run_ok(
+        &["snapshots", "--store", &url, "--json"],
+        &no_system_roots(),
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&list_no_roots).unwrap(),
+        list
+    );
+
+    let err = fails(&["capture", "--store", &url, "--host", "web-3", p(&src)]);
+    assert!(err.contains("read-only over HTTP"), "{err}");
+}
+
+#[test]
+fn s3_capture_list_restore_and_dedup() {
+    let tmp = Tmp::new();
+    let src = tmp.path("src.img");
+    gpt_server_disk(&src, SIZE, &tmp);
+    let s3 = s3_server(&tmp, &[]);
+    create_bucket(&s3, "backups");
+    let env = s3_env(s3.port);
+    let store = "s3://backups/fleet";
+    let capture_json = |host: &str| -> serde_json::Value {
+        let out = run_ok(
+            &[
+                "capture",
+                "--store",
+                store,
+                "--host",
+                host,
+                "--json",
+                "--no-progress",
+                p(&src),
+            ],
+            &env,
+        );
+        serde_json::from_str(&out).unwrap()
+    };
+    let first = capture_json("web-3");
+    assert!(first["new_chunks"].as_u64().unwrap() > 5, "{first}");
+    let second = capture_json("web-3");
+    assert_eq!(
+        second["new_chunks"], 0,
+        "a second capture uploads no chunks: {second}"
+    );
+    assert_eq!(second["uploaded_bytes"], 0, "{second}");
+    let other = capture_json("web-4");
+    assert_eq!(
+        other["new_chunks"], 0,
+        "identical hosts share chunks: {other}"
+    );
+
+    let list: serde_json::Value = serde_json::from_str(&run_ok(
+        &["snapshots", "--store", store, "--host", "web-3", "--json"],
+        &env,
+    ))
+    .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    assert_eq!(list[1]["id"], second["snapshot_id"]);
+
+    let t = tmp.path("t.img");
+    blank(&t, SIZE);
+    run_ok(
+        &[
+            "apply",
+            "--store",
+            store,
+            "--host",
+            "web-3",
+            "--yes",
+            "--no-progress",
+            p(&t),
+        ],
+        &env,
+    );
+    assert_same(&src, &t);
+    let d = damaged_copy(&tmp, &src);
+    let env_host: Vec<(String, String)> = env
+        .iter()
+        .cloned()
+        .chain([("RESTORE_STORE".to_string(), store.to_string())])
+        .collect();
+    let fetch = {
+        let out = run_ok(
+            &["plan", "--host", "web-4", "--json", "--no-progress", p(&d)],
+            &env_host,
+        );
+        let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+        plan["totals"]["bytes_to_fetch"].as_u64().unwrap()
+    };
+    assert!(
+        fetch > 0 && fetch <= 4 * MIB,
+        "minimal restore fetches {fetch}"
+    );
+    run_ok(
+        &["apply", "--host", "web-4", "--yes", "--no-progress", p(&d)],
+        &env_host,
+    );
+    assert_same(&src, &d);
+}
+
+#[test]
+fn faults_on_the_wire_do_not_change_the_result() {
+    let tmp = Tmp::new();
+    let src = captured(&tmp);
+    let web = web_server(&tmp, &tmp.path("store"));
+    let proxy = fault_proxy(
+        &tmp,
+        free_port(),
+        web.port,
+        &[
+            "--p503",
+            "0.2",
+            "--preset",
+            "0.05",
+            "--ptruncate",
+            "0.05",
+            "--delay",
+            "0.02",
+            "--seed",
+            "7",
+        ],
+    );
+    let t = tmp.path("t.img");
+    blank(&t, SIZE);
+    apply(&proxy.url(), &t, &[]);
+    assert_same(&src, &t);
+    let stats = proxy_stats(&proxy);
+    assert!(stats["503"].as_u64().unwrap() > 0, "{stats}");
+    eprintln!("HTTP through the fault proxy: {stats}");
+
+    // S3 through a proxy that resets often: object_store's errors are sorted and retried too,
+    // for capture (PUTs, the manifest last) as for restore.
+    let s3 = s3_server(&tmp, &[]);
+    create_bucket(&s3, "backups");
+    let proxy = fault_proxy(
+        &tmp,
+        free_port(),
+        s3.port,
+        &[
+            "--p503", "0.1", "--p429", "0.05", "--preset", "0.2", "--delay", "0.01", "--seed", "3",
+        ],
+    );
+    run_ok(
+        &[
+            "capture",
+            "--store",
+            "s3://backups",
+            "--host",
+            "web-3",
+            "--no-progress",
+            p(&src),
+        ],
+        &s3_env(proxy.port),
+    );
+    let t = tmp.path("t3.img");
+    blank(&t, SIZE);
+    apply("s3://backups", &t, &s3_env(proxy.port));
+    assert_same(&src, &t);
+    let stats = proxy_stats(&proxy);
+    assert!(stats["reset"].as_u64().unwrap() > 0, "{stats}");
+    eprintln!("S3 through the fault proxy: {stats}");
+}
+
+#[test]
+fn client_errors_are_not_retried() {
+    let tmp = Tmp::new();
+    let src = captured(&tmp);
+    let web = web_server(&tmp, &tmp.path("store"));
+    let proxy = fault_proxy(&tmp, free_port(), web.port, &["--forbid", "/chunks/"]);
+    let err = run_fails(&["plan", "--store", &proxy.url(), p(&src)], &[], &[]);
+    assert!(err.contains("403") && !err.contains("gave up"), "{err}");
+    let stats = proxy_stats(&proxy);
+    // Plan stops at its first chunk request (a table sector), which is asked exactly once.
+    assert_eq!(stats["403"], 1, "a 403 is not retried: {stats}");
+}
+
+/// Where the snapshot's tables go on a blank target: LBA 0-33 and the last 33 sectors.
+fn assert_table_untouched(t: &Path) {
+    assert!(
+        read_at(t, 0, 34 * 512).iter().all(|&b| b == 0),
+        "primary table written"
+    );
+    assert!(
+        read_at(t, SIZE - 33 * 512, 33 * 512)
+            .iter()
+            .all(|&b| b == 0),
+        "backup table written"
+    );
+}
+
+#[test]
+fn a_corrupt_chunk_stops_the_restore_and_names_it() {
+    let tmp = Tmp::new();
+    let src = captured(&tmp);
+    // The store serves wrong (but well-formed) bytes for the first chunk of partition 5.
+    let id = blake3::hash(&read_at(&src, DATA5, MIB as usize))
+        .to_hex()
+        .to_string();
+    let path = tmp.path(&format!("store/chunks/{}/{id}", &id[..2]));
+    assert!(path.is_file(), "{} is in the store", path.display());
+    let wrong = zstd::encode_all(&random_bytes(99, MIB as usize)[..], 3).unwrap();
+    std::fs::write(&path, wrong).unwrap();
+    let web = web_server(&tmp, &tmp.path("store"));
+    let t = tmp.path("t.img");
+    blank(&t, SIZE);
+    let err = run_fails(
+        &[
+            "apply",
+            "--store",
+            &web.url(),
+            "--yes",
+            "--no-progress",
+            p(&t),
+        ],
+        &[],
+        &[],
+    );
+    assert!(
+        err.contains(&id) && err.contains("corrupt") && err.contains(&web.url()),
+        "{err}"
+    );
+    assert_table_untouched(&t);
+    let gets = web
+        .log_text()
+        .matches(&format!("GET /chunks/{}/{id}", &id[..2]))
+        .count();
+    assert_eq!(gets, 1, "a corrupt chunk is not fetched again");
+}
+
+#[test]
+fn server_gone_mid_restore_gives_a_clear_error_then_resume_completes() {
+    let tmp = Tmp::new();
+    let src = captured(&tmp);
+    let web = web_server(&tmp, &tmp.path("store"));
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let t = tmp.path("t.img");
+    blank(&t, SIZE);
+    {
+        let _dying = fault_proxy(&tmp, port, web.port, &["--die-after", "16"]);
+        let o = run(
+            &[
+                "apply",
+                "--store",
+                &url,
+                "--yes",
+                "--no-progress",
+                "--jobs",
+                "4",
+                p(&t),
+            ],
+            &[],
+            &[],
+        );
+        assert!(!o.status.success(), "apply should fail:\n{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        let last = err.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("error: ")
+                && last.contains("gave up after")
+                && last.contains(&url)
+                && last.contains("chunk"),
+            "{err}"
+        );
+        assert_table_untouched(&t);
+        assert!(
+            !read_at(&t, 0, SIZE as usize).iter().all(|&b| b == 0),
+            "the server went away mid-restore, after some data was written"
+        );
+        eprintln!("server gone: {last}");
+    }
+    // The server is back: plan + apply finishes the job.
+    let _back = fault_proxy(&tmp, port, web.port, &[]);
+    let fetch = plan_fetch_bytes(&url, &t, &[]);
+    assert!(fetch > 0, "the plan still has work");
+    apply(&url, &t, &[]);
+    assert_same(&src, &t);
+}
+
+#[test]
+fn bad_remote_stores_fail_quickly_with_one_clear_error() {
+    let tmp = Tmp::new();
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let err = run_fails(&["snapshots", "--store", &nobody], &[], &[]);
+    assert!(
+        err.contains("Connection refused") && err.contains(&nobody),
+        "{err}"
+    );
+    let err = run_fails(
+        &["snapshots", "--store", "s3://backups"],
+        &s3_env(free_port()),
+        &[],
+    );
+    assert!(err.contains("Connection refused"), "{err}");
+    let err = run_fails(&["snapshots", "--store", "ftp://host/x"], &[], &[]);
+    assert!(err.contains("not supported"), "{err}");
+
+    let s3 = s3_server(&tmp, &[]);
+    create_bucket(&s3, "backups");
+    let env = s3_env(s3.port);
+    let err = run_fails(
+        &["snapshots", "--store", "s3://no-such-bucket/x"],
+        &env,
+        &[],
+    );
+    assert!(
+        err.contains("bucket no-such-bucket does not exist"),
+        "{err}"
+    );
+    let src = tmp.path("src.img");
+    blank(&src, 4 * MIB);
+    let err = run_fails(
+        &[
+            "capture",
+            "--store",
+            "s3://no-such-bucket",
+            "--host",
+            "h",
+            p(&src),
+        ],
+        &env,
+        &[],
+    );
+    assert!(
+        err.contains("bucket no-such-bucket does not exist"),
+        "{err}"
+    );
+    let err = run_fails(
+        &["snapshots", "--store", "s3://backups"],
+        &env,
+        &["AWS_ACCESS_KEY_ID"],
+    );
+    assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+    let err = run_fails(&["snapshots", "--store", "s3://backups"], &env, &[]);
+    assert!(err.contains("no store at s3://backups"), "{err}");
+
+    // With credential checks on, a key the server does not know is refused.
+    let strict = s3_server(&tmp, &[("INITIAL_NO_AUTH_ACTION_COUNT", "1")]);
+    create_bucket(&strict, "backups");
+    let err = run_fails(
+        &["snapshots", "--store", "s3://backups"],
+        &s3_env(strict.port),
+        &[],
+    );
+    assert!(
+        err.contains("refused access") && err.contains("AWS_SECRET_ACCESS_KEY"),
+        "{err}"
+    );
+
+    let missing = tmp.path("missing.pem");
+    let err = run_fails(
+        &["snapshots", "--store", &nobody, "--ca-cert", p(&missing)],
+        &[],
+        &[],
+    );
+    assert!(
+        err.contains("--ca-cert") && err.contains("missing.pem"),
+        "{err}"
+    );
+    let not_pem = tmp.path("not.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let err = run_fails(
+        &[
+            "snapshots",
+            "--store",
+            "s3://backups",
+            "--ca-cert",
+            p(&not_pem),
+        ],
+        &env,
+        &[],
+    );
+    assert!(err.contains("no PEM certificate"), "{err}");
+}
+
+#[test]
+fn https_with_a_private_ca_needs_ca_cert() {
+    let tmp = Tmp::new();
+    let src = captured(&tmp);
+    let port = free_port();
+    let ca = tmp.path("ca.pem");
+    let mut cmd = python();
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/https_server.py"))
+        .arg(port.to_string())
+        .arg(tmp.path("store"))
+        .arg(&ca);
+    let _https = Server::start("https_server.py", cmd, port, tmp.path("https.log"));
+    let url = format!("https://127.0.0.1:{port}");
+    let err = run_fails(&["snapshots", "--store", &url], &[], &[]);
+    assert!(err.contains("--ca-cert"), "{err}");
+    let list = ok(&["snapshots", "--store", &url, "--ca-cert", p(&ca)]);
+    assert!(list.contains("web-3"), "{list}");
+    let t = tmp.path("t.img");
+    blank(&t, SIZE);
+    run_ok(
+        &["apply", "--store", &url, "--yes", "--no-progress", p(&t)],
+        &[("RESTORE_CA_CERT".into(), p(&ca).into())],
+    );
+    assert_same(&src, &t);
+    // Without system roots (a bare rescue system), the private CA alone is trusted.
+    let list = run_ok(
+        &["snapshots", "--store", &url, "--ca-cert", p(&ca)],
+        &no_system_roots(),
+    );
+    assert!(list.contains("web-3"), "{list}");
+}
+
+/// Points the system CA lookup at nothing, as on a rescue system without a CA bundle.
+fn no_system_roots() -> Vec<(String, String)> {
+    vec![
+        ("SSL_CERT_FILE".into(), "/nonexistent/ca.pem".into()),
+        ("SSL_CERT_DIR".into(), "/nonexistent".into()),
+    ]
+}
