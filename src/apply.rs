@@ -38,6 +38,8 @@ pub struct ApplyReport {
     pub boot_check: Vec<crate::boot::ChainReport>,
     /// UEFI boot entries created ("Boot0003 \EFI\debian\shimx64.efi").
     pub boot_entries: Vec<String>,
+    /// Files added to the ESP for the removable fallback path.
+    pub fallback_loader: Vec<String>,
 }
 
 struct Target<'a> {
@@ -209,6 +211,34 @@ pub fn apply(
     if opts.verify {
         verify(&targets, &data, &regions, &tables)?;
         report.verified = true;
+    }
+    // The removable fallback loader, into the restored ESP (files copied within the FAT).
+    for t in &targets {
+        for a in t
+            .plan
+            .actions
+            .iter()
+            .filter(|a| a.component == Component::BootFallback && a.writes())
+        {
+            let uefi = t.record.boot_loaders.iter().find_map(|l| match l {
+                crate::boot::BootLoader::Uefi(u) => Some(u),
+                _ => None,
+            });
+            let Some(uefi) = uefi else { continue };
+            let copies = crate::boot::esp::fallback_copies(&uefi.files);
+            crate::boot::esp::copy_files(&t.disk, a.offset, a.length, &copies).with_context(
+                || {
+                    format!(
+                        "adding the fallback loader to the ESP of {}",
+                        t.disk.path.display()
+                    )
+                },
+            )?;
+            t.disk.flush()?;
+            report
+                .fallback_loader
+                .extend(copies.into_iter().map(|(_, to)| to));
+        }
     }
     // UEFI boot entries last: the disk is complete before firmware is told to boot it.
     for t in targets.iter().filter(|t| {

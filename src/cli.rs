@@ -449,6 +449,12 @@ fn run_apply(a: ApplyArgs) -> Result<i32> {
             report.seconds,
             if report.verified { ", verified" } else { "" }
         );
+        if !report.fallback_loader.is_empty() {
+            println!(
+                "Added the removable fallback loader to the ESP: {}.",
+                report.fallback_loader.join(", ")
+            );
+        }
         for e in &report.boot_entries {
             println!("Created UEFI boot entry {e}, first in BootOrder.");
         }

@@ -624,3 +624,62 @@ fn layout_change_moves_partitions_and_boot_loaders_follow() {
         "the moved EXTLINUX install does not boot"
     );
 }
+
+/// An ESP without the removable fallback path (only \EFI\debian\grubx64.efi, as a distribution
+/// install that relies on its NVRAM entry), restored where no NVRAM entry can be written: apply
+/// adds \EFI\BOOT\BOOTX64.EFI, the disk boots on firmware with an empty NVRAM, and the next plan
+/// has nothing to do.
+#[test]
+fn missing_fallback_loader_is_added_when_no_nvram_entry_can_be_written() {
+    let Some(dir) = fixtures() else { return };
+    require_tool("mdel");
+    let tmp = Tmp::new();
+    let orig = copy_fixture(&tmp, &dir, "uefi-grub.img");
+    sh(
+        "mdel",
+        &[
+            "-i",
+            &format!("{}@@{}", orig.display(), MIB),
+            "::/EFI/BOOT/BOOTX64.EFI",
+        ],
+    );
+    assert!(
+        !boots(&tmp, &orig, Firmware::Uefi, 30),
+        "without a fallback or NVRAM entry it must not boot"
+    );
+    capture(&tmp, "vendor-only", &[&orig]);
+    let new = tmp.path("new.img");
+    blank(&new, std::fs::metadata(&orig).unwrap().len());
+    let plan = plan_json(&tmp, &new, &[]);
+    let fb = plan["disks"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["component"] == "boot-fallback")
+        .unwrap()
+        .clone();
+    assert_eq!(fb["action"], "write", "{fb:#}");
+    assert!(
+        fb["reason"]
+            .as_str()
+            .unwrap()
+            .contains("/EFI/debian/grubx64.efi -> /EFI/BOOT/BOOTX64.EFI"),
+        "{fb:#}"
+    );
+    let out = apply_store(&tmp, &new);
+    assert!(out.contains("Added the removable fallback loader"), "{out}");
+    assert!(
+        boots(&tmp, &new, Firmware::Uefi, 90),
+        "the fallback path does not boot the restored disk"
+    );
+    let again = restore(&[
+        "plan",
+        "--store",
+        &tmp.store(),
+        "--detailed-exitcode",
+        "--no-progress",
+        p(&new),
+    ]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(check_boot(&tmp, &new).0 || text(&again).contains("fallback loader present"));
+}

@@ -30,6 +30,7 @@ pub struct Uefi {
 /// A partition of a `Disk` as a read-only file for `fatfs`.
 struct PartitionIo<'a> {
     disk: &'a Disk,
+    writable: bool,
     start: u64,
     len: u64,
     pos: u64,
@@ -50,8 +51,19 @@ impl Read for PartitionIo<'_> {
 }
 
 impl Write for PartitionIo<'_> {
-    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-        Err(std::io::Error::other("the ESP is read only here"))
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !self.writable {
+            return Err(std::io::Error::other("the ESP is read only here"));
+        }
+        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
+        if n == 0 && !buf.is_empty() {
+            return Err(std::io::Error::other("write beyond the end of the ESP"));
+        }
+        self.disk
+            .write_at(&buf[..n], self.start + self.pos)
+            .map_err(std::io::Error::other)?;
+        self.pos += n as u64;
+        Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
@@ -74,6 +86,7 @@ impl Seek for PartitionIo<'_> {
 pub fn list_files(disk: &Disk, offset: u64, size: u64) -> Result<Vec<EspFile>> {
     let io = PartitionIo {
         disk,
+        writable: false,
         start: offset,
         len: size,
         pos: 0,
@@ -143,4 +156,70 @@ pub fn loaders(files: &[EspFile]) -> Vec<String> {
         out.push("fallback".to_string());
     }
     out
+}
+
+/// The files that make the removable fallback path boot this ESP's system: with shim, shim as
+/// BOOTX64.EFI next to the loader it starts (grubx64.efi), the fallback fbx64.efi and
+/// MokManager when present; otherwise a copy of the loader. (source path, fallback path).
+pub fn fallback_copies(files: &[EspFile]) -> Vec<(String, String)> {
+    let vendor = |name: &str| {
+        files.iter().find(|f| {
+            let l = f.path.to_ascii_lowercase();
+            l.ends_with(&format!("/{name}")) && !l.starts_with("/efi/boot/")
+        })
+    };
+    let mut out = Vec::new();
+    if let Some(shim) = vendor("shimx64.efi") {
+        out.push((shim.path.clone(), FALLBACK.to_string()));
+        for name in ["grubx64.efi", "fbx64.efi", "mmx64.efi"] {
+            if let Some(f) = vendor(name) {
+                out.push((f.path.clone(), format!("/EFI/BOOT/{name}")));
+            }
+        }
+    } else if let Some(l) = vendor("grubx64.efi").or_else(|| vendor("systemd-bootx64.efi")) {
+        out.push((l.path.clone(), FALLBACK.to_string()));
+    }
+    out
+}
+
+/// Copies files within the FAT filesystem at `offset` (the target's ESP, already restored).
+pub fn copy_files(disk: &Disk, offset: u64, size: u64, copies: &[(String, String)]) -> Result<()> {
+    let io = PartitionIo {
+        disk,
+        writable: true,
+        start: offset,
+        len: size,
+        pos: 0,
+    };
+    let fs = fatfs::FileSystem::new(io, fatfs::FsOptions::new())
+        .context("opening the ESP's FAT filesystem")?;
+    {
+        let root = fs.root_dir();
+        for (from, to) in copies {
+            let mut data = Vec::new();
+            root.open_file(from.trim_start_matches('/'))
+                .and_then(|mut f| f.read_to_end(&mut data))
+                .with_context(|| format!("reading {from} on the ESP"))?;
+            let to = to.trim_start_matches('/');
+            let parts: Vec<&str> = to.split('/').collect();
+            let mut dir = root.clone();
+            for part in &parts[..parts.len() - 1] {
+                dir = match dir.open_dir(part) {
+                    Ok(d) => d,
+                    Err(_) => dir
+                        .create_dir(part)
+                        .with_context(|| format!("creating {part} on the ESP"))?,
+                };
+            }
+            let mut f = dir
+                .create_file(parts[parts.len() - 1])
+                .with_context(|| format!("creating {to} on the ESP"))?;
+            f.truncate().with_context(|| format!("truncating {to}"))?;
+            f.write_all(&data)
+                .with_context(|| format!("writing {to} on the ESP"))?;
+            f.flush()?;
+        }
+    }
+    fs.unmount().context("closing the ESP's FAT filesystem")?;
+    Ok(())
 }

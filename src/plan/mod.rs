@@ -35,6 +35,8 @@ pub enum Component {
     Partition,
     /// The UEFI Boot#### entry for a restored ESP, in this machine's NVRAM.
     BootEntry,
+    /// The removable fallback path \EFI\BOOT\BOOTX64.EFI added to the ESP.
+    BootFallback,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,7 +251,13 @@ pub fn make(opts: &PlanOptions, progress: &dyn Progress) -> Result<Plan> {
         )?;
         dp.mapping = pair.why;
         if let Some(a) = boot_entry_action(&m, &m.disks[pair.disk], &disk, opts.nvram) {
+            let no_entry = a.action == Verb::Skip;
             dp.actions.push(a);
+            if no_entry
+                && let Some(f) = fallback_action(&m.disks[pair.disk], &disk, &mut dp.actions)
+            {
+                dp.actions.push(f);
+            }
             dp.totals = Totals::of(&dp.actions);
         }
         rate = rate.or(measured);
@@ -354,4 +362,98 @@ impl Plan {
             keep_table: self.keep_table,
         }
     }
+}
+
+/// Without an NVRAM entry, only the removable fallback path can boot the disk on firmware that
+/// does not know it. When the snapshot's ESP lacks \EFI\BOOT\BOOTX64.EFI, apply adds it (shim,
+/// its loader and fbx64.efi when the system uses shim, else a copy of the loader). An ESP that
+/// already holds every snapshot file plus the fallback is not rewritten: that is the state a
+/// previous apply left.
+pub fn fallback_action(
+    d: &manifest::DiskRecord,
+    disk: &Disk,
+    actions: &mut [Action],
+) -> Option<Action> {
+    use crate::boot::{BootLoader, esp};
+    let uefi = d.boot_loaders.iter().find_map(|l| {
+        if let BootLoader::Uefi(u) = l {
+            Some(u)
+        } else {
+            None
+        }
+    })?;
+    if esp::find(&uefi.files, esp::FALLBACK).is_some() {
+        return None;
+    }
+    let copies = esp::fallback_copies(&uefi.files);
+    let esp_action = actions
+        .iter_mut()
+        .find(|a| a.number == Some(uefi.esp_partition) && a.component == Component::Partition)?;
+    let mut a = Action {
+        component: Component::BootFallback,
+        name: "uefi-fallback".into(),
+        number: Some(uefi.esp_partition),
+        holds: None,
+        found: String::new(),
+        action: Verb::Write,
+        reason: String::new(),
+        offset: esp_action.offset,
+        length: esp_action.length,
+        bytes_to_write: 0,
+        bytes_to_fetch: 0,
+        chunks_to_write: 0,
+        chunks_to_fetch: 0,
+        chunks_total: 0,
+        index: None,
+        runs: Vec::new(),
+        table_writes: Vec::new(),
+        patches: Vec::new(),
+    };
+    if copies.is_empty() {
+        a.action = Verb::Skip;
+        a.found = "no \\EFI\\BOOT\\BOOTX64.EFI and no known loader to copy there".into();
+        a.reason =
+            "the ESP holds no shim, GRUB or systemd-boot to use as the fallback loader".into();
+        return Some(a);
+    }
+    let now = esp::list_files(disk, esp_action.offset, esp_action.length).unwrap_or_default();
+    let same = |path: &str, want: &str| {
+        let src = esp::find(&uefi.files, path);
+        esp::find(&now, want).is_some_and(|f| src.is_some_and(|s| s.hash == f.hash))
+    };
+    let snapshot_files_intact = uefi
+        .files
+        .iter()
+        .all(|f| esp::find(&now, &f.path).is_some_and(|n| n.hash == f.hash));
+    let fallback_present = copies.iter().all(|(from, to)| same(from, to));
+    let list = copies
+        .iter()
+        .map(|(f, t)| format!("{f} -> {t}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if snapshot_files_intact && fallback_present {
+        if esp_action.writes() {
+            // The differences are the fallback files a previous apply added: keep the ESP.
+            esp_action.action = Verb::Keep;
+            esp_action.runs.clear();
+            (esp_action.bytes_to_write, esp_action.bytes_to_fetch) = (0, 0);
+            (esp_action.chunks_to_write, esp_action.chunks_to_fetch) = (0, 0);
+            esp_action.found = "every file equal to the snapshot, plus the fallback loader".into();
+            esp_action.reason = "differs from the snapshot only by the fallback loader added for firmware without an NVRAM entry".into();
+        }
+        a.action = Verb::Keep;
+        a.found = "fallback loader present".into();
+        a.reason = format!("already copied: {list}");
+    } else {
+        a.found = "\\EFI\\BOOT\\BOOTX64.EFI missing from the snapshot's ESP".into();
+        a.reason = format!(
+            "no NVRAM entry will be written, so the removable fallback path must boot this disk: copy {list}"
+        );
+        a.bytes_to_write = copies
+            .iter()
+            .filter_map(|(f, _)| esp::find(&uefi.files, f))
+            .map(|f| f.size)
+            .sum();
+    }
+    Some(a)
 }

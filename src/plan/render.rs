@@ -11,6 +11,7 @@ fn component_title(a: &Action) -> String {
         Component::PartitionTable => format!("partition table ({})", a.name),
         Component::BootRegion => format!("boot region {}", a.name),
         Component::BootEntry => "UEFI boot entry".to_string(),
+        Component::BootFallback => "UEFI fallback loader".to_string(),
         Component::Partition => match &a.holds {
             Some(h) => format!("{} ({h})", a.name),
             None => a.name.clone(),
