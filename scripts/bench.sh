@@ -1,0 +1,355 @@
+#!/usr/bin/env bash
+# Benchmarks restore (issue 8) against the physical limit (cat, cp, dd of the raw image), casync and
+# partclone, on one realistic disk image: GPT, a BIOS boot partition with boot code, and an ext4
+# root ~60% full of text, binaries and incompressible data.
+#
+# Usage: sudo scripts/bench.sh [--size 2G] [--runs 3] [--bin PATH] [--work DIR] [--keep] [--out FILE]
+#   --size SIZE   image size (numfmt IEC suffixes: 512M, 2G, ...), default 2G
+#   --runs N      runs per measurement; the table shows the median, default 3
+#   --bin PATH    restore binary; default: `cargo build --release` here and use target/release/restore
+#   --work DIR    scratch directory (needs ~6x SIZE free); default: a new directory under /var/tmp
+#   --keep        keep the scratch directory (it is removed at the end otherwise)
+#   --out FILE    also write the results as markdown to FILE
+#
+# Every timed run starts with a cold page cache (sync; echo 3 > /proc/sys/vm/drop_caches) and every
+# timed command ends with `sync`, so each one pays for its own writes. Times and peak RSS come from
+# `/usr/bin/time -f "%e %M"`. Runs as root (loop devices, drop_caches); installs casync, partclone,
+# gdisk, e2fsprogs and time when they are missing.
+set -euo pipefail
+
+die() { echo "bench.sh: error: $*" >&2; exit 1; }
+log() { echo "bench.sh: $*" >&2; }
+
+SIZE=2G RUNS=3 BIN="" WORK="" KEEP=0 OUT=""
+while [ $# -gt 0 ]; do
+    case $1 in
+        --size) SIZE=${2:?--size needs a value}; shift 2 ;;
+        --runs) RUNS=${2:?--runs needs a value}; shift 2 ;;
+        --bin) BIN=${2:?--bin needs a value}; shift 2 ;;
+        --work) WORK=${2:?--work needs a value}; shift 2 ;;
+        --keep) KEEP=1; shift ;;
+        --out) OUT=${2:?--out needs a value}; shift 2 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $1 (see --help)" ;;
+    esac
+done
+[ "$(id -u)" -eq 0 ] || die "must run as root (loop devices, drop_caches, apt-get)"
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer, not '$RUNS'"
+IMG_BYTES=$(numfmt --from=iec "$SIZE" 2>/dev/null) || die "--size: cannot parse '$SIZE' (use e.g. 512M, 2G)"
+[ $((IMG_BYTES % 1048576)) -eq 0 ] && [ "$IMG_BYTES" -ge $((256 * 1048576)) ] \
+    || die "--size must be a whole number of MiB and at least 256M"
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=deps.sh
+. "$ROOT/scripts/deps.sh"
+ensure_commands casync:casync partclone.ext4:partclone sgdisk:gdisk mkfs.ext4:e2fsprogs \
+    /usr/bin/time:time losetup:mount cmp:diffutils numfmt:coreutils shuf:coreutils awk:mawk \
+    || die "could not install the packages the benchmark needs"
+
+if [ -z "$BIN" ]; then
+    ensure_rust || die "no cargo: install Rust, or pass --bin PATH"
+    log "building restore (cargo build --release)"
+    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+    BIN=$ROOT/target/release/restore
+fi
+[ -x "$BIN" ] || die "restore binary not found or not executable: $BIN"
+BIN=$(realpath "$BIN")
+
+if [ -z "$WORK" ]; then
+    WORK=$(mktemp -d /var/tmp/restore-bench.XXXXXX)
+else
+    mkdir -p "$WORK"; WORK=$(realpath "$WORK")
+fi
+LOOPS=()
+cleanup() {
+    local rc=$? l
+    for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null || true; done
+    if [ "$KEEP" -eq 0 ]; then rm -rf "$WORK"; else log "kept scratch directory $WORK"; fi
+    [ $rc -eq 0 ] || echo "bench.sh: FAILED (exit $rc); see the messages above" >&2
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+need=$((IMG_BYTES * 6 / 1048576)); avail=$(($(df --output=avail -B1M "$WORK" | tail -1)))
+[ "$avail" -ge "$need" ] || die "$WORK has $avail MiB free, the benchmark needs about $need MiB"
+
+attach() { # attach FILE [losetup options...] -> sets ATTACHED to the loop device, detached at exit
+    local f=$1; shift
+    ATTACHED=$(losetup -f --show "$@" "$f") || die "losetup $* $f failed"
+    LOOPS+=("$ATTACHED")
+}
+detach() {
+    local d=$1 i
+    losetup -d "$d" || die "losetup -d $d failed"
+    for i in "${!LOOPS[@]}"; do [ "${LOOPS[$i]}" != "$d" ] || unset 'LOOPS[i]'; done
+}
+
+# ---------------------------------------------------------------------------------------------
+# The image: GPT; partition 1 BIOS boot (1 MiB) at 1 MiB, partition 2 ext4 from 2 MiB to the end.
+IMG=$WORK/disk.img
+log "building a $SIZE image in $WORK"
+head -c "$IMG_BYTES" /dev/zero > "$IMG"   # fully allocated, like a real disk: cp/dd cannot skip holes
+sgdisk -n 1:2048:+1M -t 1:ef02 -c 1:bios -n 2:0:0 -t 2:8300 -c 2:root "$IMG" >/dev/null \
+    || die "sgdisk could not partition the image"
+P2_FIRST=$(sgdisk -i 2 "$IMG" | awk '/^First sector:/ {print $3}')
+P2_LAST=$(sgdisk -i 2 "$IMG" | awk '/^Last sector:/ {print $3}')
+[ -n "$P2_FIRST" ] && [ -n "$P2_LAST" ] || die "could not read partition 2 from sgdisk -i 2"
+P2_OFF=$((P2_FIRST * 512)); P2_BYTES=$(((P2_LAST - P2_FIRST + 1) * 512))
+P2_BYTES=$((P2_BYTES / 4096 * 4096))   # the ext4 size (whole 4 KiB blocks)
+
+# Content ~60% of the filesystem: 30% text, 35% binaries, 35% incompressible.
+SRC=$WORK/src; mkdir -p "$SRC/text" "$SRC/bin" "$SRC/random"
+# The budget leaves room for what an empty ext4 of this size already uses (journal, inode tables).
+FS=$WORK/root.ext4
+truncate -s "$P2_BYTES" "$FS"; mkfs.ext4 -q -F "$FS" "$((P2_BYTES / 1024))k" || die "mkfs.ext4 failed"
+EMPTY_USED=$(dumpe2fs -h "$FS" 2>/dev/null | awk -F: '/^Block count/ {bc=$2} /^Free blocks/ {fb=$2} /^Block size/ {bs=$2} END {print (bc - fb) * bs}')
+rm -f "$FS"
+BUDGET=$((P2_BYTES * 60 / 100 - EMPTY_USED))
+TEXT_B=$((BUDGET * 30 / 100)); BIN_B=$((BUDGET * 35 / 100)); RAND_B=$((BUDGET - TEXT_B - BIN_B))
+# Text: log-like lines from a small vocabulary, and number lists (seq), in files of 64 KiB .. 8 MiB.
+i=0; made=0
+while [ "$made" -lt "$TEXT_B" ]; do
+    sz=$(( (65536 << (i % 8)) )); [ $((made + sz)) -le "$TEXT_B" ] || sz=$((TEXT_B - made))
+    if [ $((i % 3)) -eq 2 ]; then
+        (set +o pipefail; seq -f 'entry %g' "$((i * 1000000))" "$((i * 1000000 + 999999))" | head -c "$sz" > "$SRC/text/numbers-$i.txt")
+    else
+        (set +o pipefail; awk -v seed="$i" -v n="$sz" 'BEGIN {
+            srand(seed); split("the a disk block chunk store restore partition boot loader kernel " \
+              "module error warning info device mount file system read write sync plan apply " \
+              "snapshot capture table sector offset size hash zstd ext4 grub efi root user home", w, " ")
+            out = 0
+            while (out < n) {
+                line = sprintf("2026-11-%02d %02d:%02d:%02d host%d", 1 + int(rand() * 28),
+                    int(rand() * 24), int(rand() * 60), int(rand() * 60), int(rand() * 16))
+                k = 4 + int(rand() * 12)
+                for (j = 0; j < k; j++) line = line " " w[1 + int(rand() * 39)]
+                line = line " " int(rand() * 100000)
+                print line; out += length(line) + 1
+            }
+        }' | head -c "$sz" > "$SRC/text/log-$i.txt")
+    fi
+    made=$((made + sz)); i=$((i + 1))
+done
+# Binaries: real executables and libraries (as on a root filesystem), until the budget is used.
+made=0; round=0
+while [ "$made" -lt "$BIN_B" ]; do
+    before=$made
+    while IFS= read -r -d '' f; do
+        sz=$(stat -c %s "$f")
+        [ $((made + sz)) -le "$BIN_B" ] || continue
+        d=$SRC/bin/r$round$(dirname "$f"); mkdir -p "$d"
+        cp "$f" "$d/" 2>/dev/null && made=$((made + sz))
+    done < <(find /usr/bin /usr/sbin /usr/lib/x86_64-linux-gnu /usr/libexec -type f -size +1k -print0 2>/dev/null | sort -z)
+    [ "$made" -gt "$before" ] || break
+    round=$((round + 1))
+    [ $((BIN_B - made)) -gt 1048576 ] || break
+done
+# Incompressible: random data, in files of 256 KiB .. 32 MiB.
+i=0; made=0
+while [ "$made" -lt "$RAND_B" ]; do
+    sz=$(( (262144 << (i % 8)) )); [ $((made + sz)) -le "$RAND_B" ] || sz=$((RAND_B - made))
+    head -c "$sz" /dev/urandom > "$SRC/random/blob-$i.bin"
+    made=$((made + sz)); i=$((i + 1))
+done
+SRC_BYTES=$(du -sb "$SRC" | cut -f1)
+
+truncate -s "$P2_BYTES" "$FS"; mkfs.ext4 -q -F -L root -d "$SRC" "$FS" "$((P2_BYTES / 1024))k" || die "mkfs.ext4 -d failed"
+dd if="$FS" of="$IMG" bs=4M seek="$P2_OFF" oflag=seek_bytes conv=notrunc status=none \
+    || die "could not copy the filesystem into the image"
+rm -rf "$FS" "$SRC"
+# Boot code: random bytes in the first 440 bytes (MBR boot code) and in the BIOS boot partition.
+head -c 440 /dev/urandom | dd of="$IMG" conv=notrunc status=none
+head -c $((48 * 1024)) /dev/urandom | dd of="$IMG" bs=512 seek=2048 conv=notrunc status=none
+sync
+attach "$IMG" -r --offset "$P2_OFF" --sizelimit "$P2_BYTES"; L=$ATTACHED
+e2fsck -fn "$L" >/dev/null 2>&1 || die "the generated ext4 does not pass e2fsck -fn"
+read -r BC FBC BS < <(dumpe2fs -h "$L" 2>/dev/null | awk -F: '
+    /^Block count/ {bc=$2} /^Free blocks/ {fb=$2} /^Block size/ {bs=$2} END {print bc+0, fb+0, bs+0}')
+detach "$L"
+FS_USED_PCT=$(( (BC - FBC) * 100 / BC ))
+IMG_MIB=$((IMG_BYTES / 1048576))
+log "image: $IMG_MIB MiB, ext4 partition $((P2_BYTES / 1048576)) MiB at offset $P2_OFF, ${FS_USED_PCT}% used" \
+    "($((SRC_BYTES / 1048576)) MiB of files: text, binaries, random)"
+
+# ---------------------------------------------------------------------------------------------
+# Timing. A measurement is NAME, an untimed setup function, a command; each of RUNS runs does:
+# setup, sync + drop caches, then `/usr/bin/time bash -c 'CMD && sync'`.
+declare -A MED RSS
+TF=$WORK/time.out
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+CMDLOG=$WORK/cmd.log
+measure() { # measure NAME SETUP CHECK -- CMD...
+    local name=$1 setup=$2 check=$3 r times=() rss=0 e m a cmd; shift 4
+    for ((r = 1; r <= RUNS; r++)); do
+        "$setup"
+        cmd=(); for a in "$@"; do cmd+=("${a//@TLOOP@/$TLOOP}"); done
+        drop_caches
+        if ! /usr/bin/time -f "%e %M" -o "$TF" bash -c '"$@" && sync' bench "${cmd[@]}" >"$CMDLOG" 2>&1; then
+            cat "$CMDLOG" >&2; die "$name: command failed: ${cmd[*]}"
+        fi
+        read -r e m < "$TF"
+        times+=("$e"); [ "$m" -le "$rss" ] || rss=$m
+        "$check" || die "$name: the result is wrong (run $r)"
+        log "  $name run $r/$RUNS: ${e}s, peak RSS $((m / 1024)) MiB"
+    done
+    MED[$name]=$(printf '%s\n' "${times[@]}" | median)
+    RSS[$name]=$rss
+}
+none() { :; }
+same_as_image() { cmp -s "$1" "$IMG" || { log "$1 differs from the image: $(cmp "$1" "$IMG" 2>&1 | head -1)"; return 1; }; }
+
+OUTF=$WORK/out.img
+STORE=$WORK/store          # restore's store (from the last capture run)
+CASTORE=$WORK/castore      # casync's store
+CAIDX=$WORK/index.caibx
+PC=$WORK/root.pc           # partclone image
+DAMAGED=$WORK/damaged.img
+TLOOP=""
+
+rm_out() { rm -f "$OUTF"; }
+check_out() { same_as_image "$OUTF"; }
+fresh_store() { rm -rf "$STORE"; }
+check_store() { [ -d "$STORE" ]; }
+fresh_castore() { rm -rf "$CASTORE" "$CAIDX"; mkdir -p "$CASTORE"; }
+check_caidx() { [ -s "$CAIDX" ]; }
+blank_out() { rm -f "$OUTF"; truncate -s "$IMG_BYTES" "$OUTF"; }
+blank_loop() {
+    [ -z "$TLOOP" ] || { detach "$TLOOP"; TLOOP=""; }
+    blank_out; attach "$OUTF"; TLOOP=$ATTACHED
+}
+check_loop() { same_as_image "$TLOOP"; }
+blank_part_loop() { # a blank target disk; the loop device covers its partition 2 only
+    [ -z "$TLOOP" ] || { detach "$TLOOP"; TLOOP=""; }
+    blank_out; attach "$OUTF" --offset "$P2_OFF" --sizelimit "$P2_BYTES"; TLOOP=$ATTACHED
+}
+check_part() { # partclone restores the filesystem only: compare partition 2
+    cmp -s -n "$P2_BYTES" "$TLOOP" <(tail -c +$((P2_OFF + 1)) "$IMG") || { log "partition 2 differs"; return 1; }
+}
+rm_pc() { rm -f "$PC"; }
+check_pc() { [ -s "$PC" ]; }
+
+# 1% damage: 1 MiB of random data over 1% of the 1 MiB blocks of partition 2, same places every run.
+P2_MIB=$((P2_BYTES / 1048576)); DAMAGE_N=$(( (P2_MIB + 99) / 100 ))
+mapfile -t DAMAGE_AT < <(set +o pipefail; shuf -i 0-$((P2_MIB - 1)) -n "$DAMAGE_N" --random-source=<(yes 8) | sort -n)
+make_damaged() {
+    cp "$IMG" "$DAMAGED"
+    local b
+    for b in "${DAMAGE_AT[@]}"; do
+        head -c 1048576 /dev/urandom | dd of="$DAMAGED" bs=1M seek=$((P2_OFF / 1048576 + b)) conv=notrunc status=none
+    done
+    cmp -s "$DAMAGED" "$IMG" && die "damaging the copy changed nothing"
+    rm -f "$OUTF"
+}
+check_damaged_repaired() { same_as_image "$DAMAGED"; }
+boot_damaged() { # the repaired copy, with the MBR boot code zeroed
+    [ -f "$DAMAGED" ] || cp "$IMG" "$DAMAGED"
+    cmp -s "$DAMAGED" "$IMG" || cp "$IMG" "$DAMAGED"
+    dd if=/dev/zero of="$DAMAGED" bs=440 count=1 conv=notrunc status=none
+}
+
+check_quick() { # the quick plan must have seen the zeroed boot code
+    grep -q 'boot-code.*differ' "$CMDLOG" || { log "plan --quick did not report the zeroed boot code:"; cat "$CMDLOG" >&2; return 1; }
+}
+
+R=(--no-progress)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "timing $RUNS run(s) of each; every run starts with a cold page cache (sync; echo 3 > /proc/sys/vm/drop_caches)"
+measure "cat image" none true -- sh -c 'cat "$1" > /dev/null' cat "$IMG"
+measure "cp image" rm_out check_out -- cp "$IMG" "$OUTF"
+measure "dd image (bs=4M)" rm_out check_out -- dd if="$IMG" of="$OUTF" bs=4M status=none
+measure "dd image -> loop device" blank_loop check_loop -- dd if="$IMG" of=@TLOOP@ bs=4M status=none
+[ -z "$TLOOP" ] || { detach "$TLOOP"; TLOOP=""; }
+measure "restore capture" fresh_store check_store -- "$BIN" capture --store "$STORE" --host bench "${R[@]}" "$IMG"
+measure "casync make" fresh_castore check_caidx -- casync make --store="$CASTORE" "$CAIDX" "$IMG"
+measure "partclone save" rm_pc check_pc -- sh -c 'l=$(losetup -f --show -r --offset "$2" --sizelimit "$3" "$1") || exit 1
+    partclone.ext4 -q -c -s "$l" -O "$4"; rc=$?; losetup -d "$l"; exit $rc' partclone-save "$IMG" "$P2_OFF" "$P2_BYTES" "$PC"
+measure "restore full -> file" blank_out check_out -- "$BIN" apply --store "$STORE" --yes "${R[@]}" "$OUTF"
+measure "restore full -> loop" blank_loop check_loop -- "$BIN" apply --store "$STORE" --yes "${R[@]}" @TLOOP@
+[ -z "$TLOOP" ] || { detach "$TLOOP"; TLOOP=""; }
+measure "casync extract" rm_out check_out -- casync extract --store="$CASTORE" "$CAIDX" "$OUTF"
+measure "partclone restore" blank_part_loop check_part -- partclone.ext4 -q -r -s "$PC" -o @TLOOP@
+[ -z "$TLOOP" ] || { detach "$TLOOP"; TLOOP=""; }
+measure "restore minimal (1% damaged)" make_damaged check_damaged_repaired -- "$BIN" apply --store "$STORE" --yes "${R[@]}" "$DAMAGED"
+measure "casync extract --seed (1% damaged)" make_damaged check_out -- casync extract --store="$CASTORE" --seed="$DAMAGED" "$CAIDX" "$OUTF"
+measure "restore plan --quick (boot code zeroed)" boot_damaged check_quick -- "$BIN" plan --store "$STORE" --quick "${R[@]}" "$DAMAGED"
+
+# ---------------------------------------------------------------------------------------------
+# Report.
+calc() { awk "BEGIN {printf \"%.2f\", $*}"; }
+ge() { awk "BEGIN {exit !(($1) >= ($2))}"; }
+t() { echo "${MED[$1]}"; }
+thr() { awk -v s="$IMG_MIB" -v t="$(t "$1")" 'BEGIN {if (t > 0) printf "%.0f", s / t; else print "-"}'; }
+rss_mib() { echo $(( RSS[$1] / 1024 )); }
+F="restore full -> file"; LP="restore full -> loop"; MIN="restore minimal (1% damaged)"
+QP="restore plan --quick (boot code zeroed)"; SEED="casync extract --seed (1% damaged)"
+FULL_T=$(awk -v a="$(t "$F")" -v b="$(t "$LP")" 'BEGIN {print (a > b ? a : b)}')
+declare -A VS=(
+    ["cat image"]="reference: reading the image once"
+    ["cp image"]="reference: physical limit"
+    ["dd image (bs=4M)"]="$(calc "$(t "dd image (bs=4M)")" / "$(t "cp image")")x the time of cp"
+    ["dd image -> loop device"]="reference: physical limit onto a loop device"
+    ["restore capture"]="$(calc "$(t "casync make")" / "$(t "restore capture")")x faster than casync make"
+    ["$F"]="$(calc "$(t "cp image")" / "$(t "$F")")x cp throughput; $(calc "$(t "casync extract")" / "$(t "$F")")x faster than casync extract"
+    ["$LP"]="$(calc "$(t "cp image")" / "$(t "$LP")")x cp throughput; $(calc "$(t "dd image -> loop device")" / "$(t "$LP")")x dd -> loop throughput; $(calc "$(t "partclone restore")" / "$(t "$LP")")x faster than partclone restore"
+    ["$MIN"]="$(calc "$(t "$MIN")" / "$(t "cat image")")x the time of cat; $(calc "$(t "$SEED")" / "$(t "$MIN")")x faster than casync --seed"
+    ["partclone save"]="root filesystem only"
+    ["partclone restore"]="root filesystem only"
+)
+ORDER=("cat image" "cp image" "dd image (bs=4M)" "dd image -> loop device" "restore capture" "casync make" "partclone save"
+    "$F" "$LP" "casync extract" "partclone restore" "$MIN" "$SEED" "$QP")
+
+TARGETS=()
+target() { # target TEXT CONDITION-EXIT-STATUS
+    local text=$1; shift
+    if "$@"; then TARGETS+=("PASS  $text"); else TARGETS+=("MISS  $text"); fi
+}
+max_rss=0; max_rss_name=""
+for n in "${ORDER[@]}"; do
+    case $n in restore*) [ "${RSS[$n]}" -le "$max_rss" ] || { max_rss=${RSS[$n]}; max_rss_name=$n; } ;; esac
+done
+target "full restore -> file >= 0.8x cp throughput: $(calc "$(t "cp image")" / "$(t "$F")")x ($(t "$F")s vs $(t "cp image")s)" \
+    ge "$(t "cp image") / $(t "$F")" 0.8
+target "full restore -> loop device >= 0.8x cp throughput: $(calc "$(t "cp image")" / "$(t "$LP")")x ($(t "$LP")s vs $(t "cp image")s)" \
+    ge "$(t "cp image") / $(t "$LP")" 0.8
+target "full restore faster than casync extract: ${FULL_T}s vs $(t "casync extract")s" \
+    ge "$(t "casync extract")" "$FULL_T + 0.001"
+target "full restore faster than partclone restore: ${FULL_T}s vs $(t "partclone restore")s" \
+    ge "$(t "partclone restore")" "$FULL_T + 0.001"
+target "minimal restore (1% damaged) <= 1.3x reading the image once: $(calc "$(t "$MIN")" / "$(t "cat image")")x ($(t "$MIN")s vs $(t "cat image")s)" \
+    ge "1.3 * $(t "cat image")" "$(t "$MIN")"
+target "minimal restore >= 3x faster than casync extract --seed: $(calc "$(t "$SEED")" / "$(t "$MIN")")x ($(t "$MIN")s vs $(t "$SEED")s)" \
+    ge "$(t "$SEED")" "3 * $(t "$MIN")"
+target "quick plan under 1 second: $(t "$QP")s" ge 1 "$(t "$QP") + 0.001"
+target "capture faster than casync make: $(t "restore capture")s vs $(t "casync make")s" \
+    ge "$(t "casync make")" "$(t "restore capture") + 0.001"
+target "peak memory of every restore command under 256 MiB: max $((max_rss / 1024)) MiB ($max_rss_name) at $SIZE" \
+    ge 262144 "$max_rss + 1"
+
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+HEADER="$(nproc) cores; load average $LOAD_BEFORE before the timed runs, $LOAD_AFTER after (the cores are shared). image: $SIZE ($IMG_MIB MiB), GPT + BIOS boot + ext4 ${FS_USED_PCT}% used; $RUNS run(s) each, median; cold page cache before every run (sync; echo 3 > /proc/sys/vm/drop_caches); every timed command ends with sync; MiB/s = image size / time"
+print_text() {
+    echo
+    echo "$HEADER"
+    printf '%-40s %9s %8s %9s  %s\n' operation "median s" "MiB/s" "RSS MiB" "vs reference"
+    local n
+    for n in "${ORDER[@]}"; do
+        printf '%-40s %9s %8s %9s  %s\n' "$n" "$(t "$n")" "$(thr "$n")" "$(rss_mib "$n")" "${VS[$n]:-}"
+    done
+    echo
+    printf '%s\n' "${TARGETS[@]}"
+}
+print_md() {
+    echo "$HEADER"
+    echo
+    echo "| operation | median s | MiB/s | peak RSS MiB | vs reference |"
+    echo "|---|---:|---:|---:|---|"
+    local n
+    for n in "${ORDER[@]}"; do
+        echo "| $n | $(t "$n") | $(thr "$n") | $(rss_mib "$n") | ${VS[$n]:-} |"
+    done
+    echo
+    printf -- '- %s\n' "${TARGETS[@]}"
+}
+print_text
+if [ -n "$OUT" ]; then print_md > "$OUT"; log "wrote $OUT"; fi
