@@ -265,9 +265,11 @@ pub fn make(opts: &PlanOptions, progress: &dyn Progress) -> Result<Plan> {
         disks.push(dp);
     }
     // Writes go at about the speed the target was read, when the plan measured it.
-    let write_rate = rate.unwrap_or(200e6).clamp(20e6, 2e9);
+    // Reads of a blank or cached target are far faster than writes reaching a disk, so the
+    // measured rate is capped; fetched chunks also cost decompression and hashing.
+    let write_rate = rate.unwrap_or(200e6).clamp(20e6, 400e6);
     let estimated_seconds =
-        totals.bytes_to_write as f64 / write_rate + totals.bytes_to_fetch as f64 / 1e9;
+        totals.bytes_to_write as f64 / write_rate + totals.bytes_to_fetch as f64 / 500e6;
     Ok(Plan {
         format: "restore-plan".into(),
         version: 1,
