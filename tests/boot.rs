@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-const MARKER: &str = "RESTORE-TEST-BOOTED";
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+use common::vm::{self, Firmware, OVMF_CODE};
 
 static FIXTURES: Mutex<Option<PathBuf>> = Mutex::new(None);
 
@@ -46,44 +44,9 @@ fn fixtures() -> Option<PathBuf> {
     f.clone()
 }
 
-#[derive(Clone, Copy)]
-enum Firmware {
-    Bios,
-    /// OVMF with an empty NVRAM: only the removable fallback path can boot.
-    Uefi,
-}
-
-/// Boots `disk` (copy-on-write, so the image is not changed) and says whether the marker appeared.
-fn boots(tmp: &Tmp, disk: &Path, fw: Firmware, timeout_s: u32) -> bool {
-    let mut args: Vec<String> = [
-        "-nographic",
-        "-no-reboot",
-        "-m",
-        "384",
-        "-nic",
-        "none",
-        "-snapshot",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push("-drive".into());
-    args.push(format!("file={},format=raw,if=virtio", disk.display()));
-    if let Firmware::Uefi = fw {
-        let vars = tmp.path(&format!("vars-{}.fd", std::process::id()));
-        std::fs::copy(OVMF_VARS, &vars).unwrap();
-        args.push("-drive".into());
-        args.push(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
-        args.push("-drive".into());
-        args.push(format!("if=pflash,format=raw,file={}", vars.display()));
-    }
-    let out = Command::new("timeout")
-        .arg(timeout_s.to_string())
-        .arg("qemu-system-x86_64")
-        .args(&args)
-        .output()
-        .expect("running qemu");
-    String::from_utf8_lossy(&out.stdout).contains(MARKER)
+/// Boots `disk` and says whether the test kernel's marker appeared.
+fn boots(_tmp: &Tmp, disk: &Path, fw: Firmware, timeout_s: u32) -> bool {
+    vm::boots(disk, fw, timeout_s)
 }
 
 fn copy_fixture(tmp: &Tmp, dir: &Path, name: &str) -> PathBuf {

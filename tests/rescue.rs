@@ -9,9 +9,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
 
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
-const MARKER: &str = "RESTORE-TEST-BOOTED";
+use common::vm::{self, Firmware, OVMF_VARS};
 /// The unattended options every run uses: the store disk is the second virtio disk.
 const CMDLINE: &str = "restore.mount=/dev/vdb:/mnt/store restore.store=/mnt/store/store restore.disk=/dev/vda restore.auto=apply restore.poweroff=1";
 
@@ -80,16 +78,8 @@ fn rescue(tmp: &Tmp, how: Boot, server: &Path, store: &Path) -> (String, f64) {
         Boot::IsoUefi(iso) => {
             let vars = tmp.path("rescue-vars.fd");
             std::fs::copy(OVMF_VARS, &vars).unwrap();
-            args.extend([
-                "-nic".into(),
-                "none".into(),
-                "-cdrom".into(),
-                p(iso).into(),
-                "-drive".into(),
-                format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
-                "-drive".into(),
-                format!("if=pflash,format=raw,file={}", vars.display()),
-            ]);
+            args.extend(["-nic".into(), "none".into(), "-cdrom".into(), p(iso).into()]);
+            args.extend(vm::ovmf_args(&vars));
         }
         Boot::Pxe(dir) => args.extend([
             "-nic".into(),
@@ -121,63 +111,11 @@ fn rescue(tmp: &Tmp, how: Boot, server: &Path, store: &Path) -> (String, f64) {
 }
 
 fn boots_with_vars(disk: &Path, vars: &Path) -> bool {
-    let out = Command::new("timeout")
-        .args([
-            "90",
-            "qemu-system-x86_64",
-            "-nographic",
-            "-no-reboot",
-            "-m",
-            "384",
-            "-nic",
-            "none",
-            "-snapshot",
-        ])
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio", disk.display()))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
-        .output()
-        .expect("qemu");
-    String::from_utf8_lossy(&out.stdout).contains(MARKER)
+    vm::boots(disk, Firmware::UefiWith(vars), 90)
 }
 
-fn boots(tmp: &Tmp, disk: &Path, uefi: bool) -> bool {
-    let mut args: Vec<String> = [
-        "-nographic",
-        "-no-reboot",
-        "-m",
-        "384",
-        "-nic",
-        "none",
-        "-snapshot",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend([
-        "-drive".into(),
-        format!("file={},format=raw,if=virtio", disk.display()),
-    ]);
-    if uefi {
-        let vars = tmp.path("server-vars.fd");
-        std::fs::copy(OVMF_VARS, &vars).unwrap();
-        args.extend([
-            "-drive".into(),
-            format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
-            "-drive".into(),
-            format!("if=pflash,format=raw,file={}", vars.display()),
-        ]);
-    }
-    let out = Command::new("timeout")
-        .arg("90")
-        .arg("qemu-system-x86_64")
-        .args(&args)
-        .output()
-        .expect("qemu");
-    String::from_utf8_lossy(&out.stdout).contains(MARKER)
+fn boots(_tmp: &Tmp, disk: &Path, uefi: bool) -> bool {
+    vm::boots(disk, if uefi { Firmware::Uefi } else { Firmware::Bios }, 90)
 }
 
 #[track_caller]

@@ -320,7 +320,7 @@ pub fn diagnose(
 }
 
 impl Action {
-    fn new(
+    pub(super) fn new(
         component: Component,
         name: &str,
         number: Option<u32>,

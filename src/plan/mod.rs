@@ -324,26 +324,9 @@ pub fn boot_entry_action(
             ),
         ),
     };
-    Some(Action {
-        component: Component::BootEntry,
-        name: "uefi-boot-entry".into(),
-        number: None,
-        holds: None,
-        found,
-        action,
-        reason,
-        offset: 0,
-        length: 0,
-        bytes_to_write: 0,
-        bytes_to_fetch: 0,
-        chunks_to_write: 0,
-        chunks_to_fetch: 0,
-        chunks_total: 0,
-        index: None,
-        runs: Vec::new(),
-        table_writes: Vec::new(),
-        patches: Vec::new(),
-    })
+    let mut a = Action::new(Component::BootEntry, "uefi-boot-entry", None, 0, 0, None);
+    (a.found, a.action, a.reason) = (found, action, reason);
+    Some(a)
 }
 
 impl PlanOptions {
@@ -391,26 +374,15 @@ pub fn fallback_action(
     let esp_action = actions
         .iter_mut()
         .find(|a| a.number == Some(uefi.esp_partition) && a.component == Component::Partition)?;
-    let mut a = Action {
-        component: Component::BootFallback,
-        name: "uefi-fallback".into(),
-        number: Some(uefi.esp_partition),
-        holds: None,
-        found: String::new(),
-        action: Verb::Write,
-        reason: String::new(),
-        offset: esp_action.offset,
-        length: esp_action.length,
-        bytes_to_write: 0,
-        bytes_to_fetch: 0,
-        chunks_to_write: 0,
-        chunks_to_fetch: 0,
-        chunks_total: 0,
-        index: None,
-        runs: Vec::new(),
-        table_writes: Vec::new(),
-        patches: Vec::new(),
-    };
+    let mut a = Action::new(
+        Component::BootFallback,
+        "uefi-fallback",
+        Some(uefi.esp_partition),
+        esp_action.offset,
+        esp_action.length,
+        None,
+    );
+    a.action = Verb::Write;
     if copies.is_empty() {
         a.action = Verb::Skip;
         a.found = "no \\EFI\\BOOT\\BOOTX64.EFI and no known loader to copy there".into();

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod servers;
+pub mod vm;
 
 pub const MIB: u64 = 1 << 20;
 
