@@ -241,7 +241,25 @@ make_damaged() {
     cmp -s "$DAMAGED" "$IMG" && die "damaging the copy changed nothing"
     rm -f "$OUTF"
 }
-check_damaged_repaired() { same_as_image "$DAMAGED"; }
+# restore skips the free space of ext4 (damage there does not matter and is not repaired), so
+# the repaired copy must: have nothing left to do, pass e2fsck, and hold every file of the image.
+check_damaged_repaired() {
+    "$BIN" plan --store "$STORE" --detailed-exitcode --no-progress "$DAMAGED" >/dev/null ||
+        { log "a fresh plan of the repaired copy still has work to do"; return 1; }
+    local a b ma mb rc=0
+    a=$(losetup -f --show -r --offset "$P2_OFF" --sizelimit "$P2_BYTES" "$DAMAGED") || return 1
+    b=$(losetup -f --show -r --offset "$P2_OFF" --sizelimit "$P2_BYTES" "$IMG") || { losetup -d "$a"; return 1; }
+    e2fsck -fn "$a" >/dev/null 2>&1 || { log "e2fsck -fn fails on the repaired filesystem"; rc=1; }
+    ma=$(mktemp -d "$WORK/ma.XXXX"); mb=$(mktemp -d "$WORK/mb.XXXX")
+    if mount -o ro "$a" "$ma" && mount -o ro "$b" "$mb"; then
+        diff -r --no-dereference "$ma" "$mb" >/dev/null 2>&1 || { log "files of the repaired filesystem differ"; rc=1; }
+    else
+        log "cannot mount the filesystems to compare their files"; rc=1
+    fi
+    umount "$ma" 2>/dev/null; umount "$mb" 2>/dev/null; rmdir "$ma" "$mb"
+    losetup -d "$a" "$b"
+    return $rc
+}
 boot_damaged() { # the repaired copy, with the MBR boot code zeroed
     [ -f "$DAMAGED" ] || cp "$IMG" "$DAMAGED"
     cmp -s "$DAMAGED" "$IMG" || cp "$IMG" "$DAMAGED"

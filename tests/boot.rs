@@ -646,3 +646,69 @@ fn missing_fallback_loader_is_added_when_no_nvram_entry_can_be_written() {
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
     assert!(check_boot(&tmp, &new).0 || text(&again).contains("fallback loader present"));
 }
+
+/// check-boot on a UEFI system also follows the NVRAM entries that name this disk's ESP.
+#[test]
+fn check_boot_follows_nvram_entries_that_name_the_disk() {
+    let Some(dir) = fixtures() else { return };
+    let tmp = Tmp::new();
+    let disk = copy_fixture(&tmp, &dir, "uefi-grub.img");
+    let vars = tmp.path("efivars");
+    std::fs::create_dir_all(&vars).unwrap();
+    let probe: serde_json::Value =
+        serde_json::from_str(&ok(&["probe", "--json", p(&disk)])).unwrap();
+    let esp = &probe["partitions"][0];
+    let guid = esp["guid"].as_str().unwrap().replace('-', "");
+    let b: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&guid[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let mixed = [
+        b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13],
+        b[14], b[15],
+    ];
+    let entry = |file: &str| -> Vec<u8> {
+        let mut path = vec![4u8, 1, 42, 0];
+        path.extend(1u32.to_le_bytes());
+        path.extend(2048u64.to_le_bytes());
+        path.extend((64 * 2048u64).to_le_bytes());
+        path.extend(mixed);
+        path.extend([2, 2]);
+        let name: Vec<u8> = file
+            .encode_utf16()
+            .chain([0])
+            .flat_map(|u| u.to_le_bytes())
+            .collect();
+        path.extend([4, 4]);
+        path.extend(((4 + name.len()) as u16).to_le_bytes());
+        path.extend(name);
+        path.extend([0x7f, 0xff, 4, 0]);
+        let mut v = vec![7, 0, 0, 0];
+        v.extend(1u32.to_le_bytes());
+        v.extend((path.len() as u16).to_le_bytes());
+        v.extend(
+            "debian"
+                .encode_utf16()
+                .chain([0])
+                .flat_map(|u| u.to_le_bytes()),
+        );
+        v.extend(path);
+        v
+    };
+    let var = vars.join("Boot0001-8be4df61-93ca-11d2-aa0d-00e098032b8c");
+    std::fs::write(&var, entry("\\EFI\\debian\\grubx64.efi")).unwrap();
+    let env = [("RESTORE_EFIVARS", p(&vars))];
+    let o = restore_env(&["check-boot", p(&disk)], &env);
+    assert!(
+        o.status.success() && text(&o).contains("nvram: Boot0001"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(&var, entry("\\EFI\\debian\\missing.efi")).unwrap();
+    let o = restore_env(&["check-boot", p(&disk)], &env);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("missing.efi, which does not exist on the ESP"),
+        "{}",
+        text(&o)
+    );
+}

@@ -170,6 +170,11 @@ fn check_uefi(disk: &Disk, layout: &DiskLayout, want: &esp::Uefi, compare: bool)
         true,
         &format!("{} files", files.len()),
     )];
+    links.extend(check_nvram_entries(
+        layout,
+        &files,
+        u64::from(disk.logical_sector_size),
+    ));
     let fallback = esp::find(&files, esp::FALLBACK).is_some();
     links.push(Link::new(
         &format!("{name}: fallback loader"),
@@ -356,4 +361,46 @@ pub fn entry_decision(
         }
     }
     EntryDecision::Create { option, dir }
+}
+
+/// On a UEFI system: every Boot#### entry that names a partition of this disk (by its GUID)
+/// must point at that partition's number and start, and at a file that exists on the ESP.
+fn check_nvram_entries(layout: &DiskLayout, files: &[esp::EspFile], sector_size: u64) -> Vec<Link> {
+    let Some(dir) = efivars::efivars_dir() else {
+        return Vec::new();
+    };
+    let mut links = Vec::new();
+    for (n, opt) in efivars::boot_entries(&dir) {
+        let Some(hd) = &opt.hard_drive else { continue };
+        let Some(p) = layout.partitions.iter().find(|p| {
+            p.guid
+                .as_deref()
+                .and_then(crate::disk::gpt::guid_from_string)
+                == Some(hd.guid)
+        }) else {
+            continue;
+        };
+        let name = format!("nvram: Boot{n:04X} ({})", opt.description);
+        let file = opt.file.clone().unwrap_or_default();
+        let problem =
+            if p.number != hd.partition || hd.start_lba.saturating_mul(sector_size) != p.offset {
+                Some(format!(
+                    "points at partition {} at LBA {}, but that partition is number {} at byte {}",
+                    hd.partition, hd.start_lba, p.number, p.offset
+                ))
+            } else if esp::find(files, &file.replace('\\', "/")).is_none() {
+                Some(format!("points at {file}, which does not exist on the ESP"))
+            } else {
+                None
+            };
+        links.push(match problem {
+            Some(why) => Link::new(&name, false, &why),
+            None => Link::new(
+                &name,
+                true,
+                &format!("points at {file} on partition {}", p.number),
+            ),
+        });
+    }
+    links
 }
