@@ -33,12 +33,12 @@ echo "== capture"
 "$R" capture --store store --host web-3 disk.img
 "$R" snapshots --store store
 
-echo "== damage a copy: boot code, BIOS boot partition, GPT primary header, 3 MiB of the root fs"
+echo "== damage a copy: boot code, BIOS boot partition, GPT primary header, the root fs superblock and inode tables (3 MiB)"
 cp disk.img damaged.img
 dd if=/dev/zero of=damaged.img bs=440 count=1 conv=notrunc status=none
 dd if=/dev/urandom of=damaged.img bs=1M seek=1 count=1 conv=notrunc status=none
 dd if=/dev/zero of=damaged.img bs=512 seek=1 count=1 conv=notrunc status=none
-dd if=/dev/urandom of=damaged.img bs=1M seek=100 count=3 conv=notrunc status=none
+dd if=/dev/urandom of=damaged.img bs=1M seek=2 count=3 conv=notrunc status=none
 
 echo "== plan (read-only)"
 "$R" plan --store store -o plan.json damaged.img
