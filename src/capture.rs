@@ -150,17 +150,16 @@ fn capture_disk(
             .sum::<u64>();
     progress.start(&format!("capture {}", disk.name()), total);
     let mut boot_regions = Vec::new();
-    let table_end = layout
-        .table_sectors
-        .iter()
-        .filter(|t| t.name == "mbr" || t.name.starts_with("gpt-primary"))
-        .map(|t| t.offset + t.length)
-        .max()
-        .unwrap_or(0);
-    let table_end = if matches!(layout.table, TableInfo::Mbr { .. }) {
-        u64::from(disk.logical_sector_size)
-    } else {
-        table_end
+    // Where the post-table gap starts: after LBA 0 on MBR, after the primary entries on GPT.
+    let table_end = match layout.table {
+        TableInfo::Mbr { .. } => u64::from(disk.logical_sector_size),
+        _ => layout
+            .table_sectors
+            .iter()
+            .filter(|t| t.name.starts_with("gpt-primary"))
+            .map(|t| t.offset + t.length)
+            .max()
+            .unwrap_or(0),
     };
     for (start, end) in layout.unclaimed_ranges(disk.size) {
         let region_name = if start == 0 {

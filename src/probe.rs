@@ -50,11 +50,14 @@ pub fn probe(path: &Path) -> Result<ProbeReport> {
         Vec::new()
     };
     let mut problems = Vec::new();
-    let (table, partitions) = match layout::read_layout(&disk) {
-        Ok(l) => (l.table, l.partitions),
+    let (table, partitions, (boot_loaders, boot_warnings)) = match layout::read_layout(&disk) {
+        Ok(l) => {
+            let boot = boot::detect(&disk, &l);
+            (l.table, l.partitions, boot)
+        }
         Err(e) => {
             problems.push(format!("{e:#}"));
-            (TableInfo::None, Vec::new())
+            (TableInfo::None, Vec::new(), (Vec::new(), Vec::new()))
         }
     };
     if matches!(table, TableInfo::Gpt { .. }) {
@@ -65,10 +68,6 @@ pub fn probe(path: &Path) -> Result<ProbeReport> {
             }
         }
     }
-    let (boot_loaders, boot_warnings) = match layout::read_layout(&disk) {
-        Ok(l) => boot::detect(&disk, &l),
-        Err(_) => (Vec::new(), Vec::new()),
-    };
     let partitions = partitions
         .into_iter()
         .map(|info| {

@@ -136,6 +136,15 @@ pub fn find<'a>(files: &'a [EspFile], path: &str) -> Option<&'a EspFile> {
     files.iter().find(|f| f.path.eq_ignore_ascii_case(path))
 }
 
+/// A loader (`name`, e.g. "shimx64.efi") in a vendor directory, not the removable path.
+pub fn vendor_file<'a>(files: &'a [EspFile], name: &str) -> Option<&'a EspFile> {
+    let suffix = format!("/{}", name.to_ascii_lowercase());
+    files.iter().find(|f| {
+        let l = f.path.to_ascii_lowercase();
+        l.ends_with(&suffix) && !l.starts_with("/efi/boot/")
+    })
+}
+
 pub fn loaders(files: &[EspFile]) -> Vec<String> {
     let has = |suffix: &str| {
         files
@@ -162,12 +171,7 @@ pub fn loaders(files: &[EspFile]) -> Vec<String> {
 /// BOOTX64.EFI next to the loader it starts (grubx64.efi), the fallback fbx64.efi and
 /// MokManager when present; otherwise a copy of the loader. (source path, fallback path).
 pub fn fallback_copies(files: &[EspFile]) -> Vec<(String, String)> {
-    let vendor = |name: &str| {
-        files.iter().find(|f| {
-            let l = f.path.to_ascii_lowercase();
-            l.ends_with(&format!("/{name}")) && !l.starts_with("/efi/boot/")
-        })
-    };
+    let vendor = |name: &str| vendor_file(files, name);
     let mut out = Vec::new();
     if let Some(shim) = vendor("shimx64.efi") {
         out.push((shim.path.clone(), FALLBACK.to_string()));

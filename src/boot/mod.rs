@@ -281,15 +281,10 @@ fn entry_file(uefi: &esp::Uefi, guid: &[u8; 16], nvram: Option<&efivars::Nvram>)
             }
         }
     }
-    let vendor = |suffix: &str| {
-        uefi.files.iter().find(|f| {
-            let l = f.path.to_ascii_lowercase();
-            l.ends_with(suffix) && !l.starts_with("/efi/boot/")
-        })
-    };
-    let pick = vendor("/shimx64.efi")
-        .or_else(|| vendor("/grubx64.efi"))
-        .or_else(|| vendor("/systemd-bootx64.efi"));
+    let vendor = |name: &str| esp::vendor_file(&uefi.files, name);
+    let pick = vendor("shimx64.efi")
+        .or_else(|| vendor("grubx64.efi"))
+        .or_else(|| vendor("systemd-bootx64.efi"));
     pick.map(|f| f.path.clone())
         .unwrap_or_else(|| esp::FALLBACK.to_string())
         .replace('/', "\\")

@@ -61,18 +61,18 @@ pub fn patches(
         match l {
             BootLoader::GrubBios(g) => {
                 let core_start = g.core_lba * ss;
+                let core_end = g
+                    .sector_list
+                    .iter()
+                    .map(|&(s, n)| (s + u64::from(n)) * ss)
+                    .max()
+                    .unwrap_or(core_start + ss);
                 let Some(bios) = d
                     .partitions
                     .iter()
                     .find(|p| p.info.offset <= core_start && core_start < p.info.end())
                 else {
                     // In the post-MBR gap: it stays where it is; the new first partition must not cut it.
-                    let core_end = g
-                        .sector_list
-                        .iter()
-                        .map(|&(s, n)| (s + u64::from(n)) * ss)
-                        .max()
-                        .unwrap_or(core_start + ss);
                     let first = d
                         .partitions
                         .iter()
@@ -89,12 +89,6 @@ pub fn patches(
                 let Some((new, new_size)) = new_offset(bios.info.number) else {
                     continue;
                 };
-                let core_end = g
-                    .sector_list
-                    .iter()
-                    .map(|&(s, n)| (s + u64::from(n)) * ss)
-                    .max()
-                    .unwrap_or(core_start + ss);
                 let needed = core_end - bios.info.offset;
                 if new_size < needed {
                     bail!(

@@ -3,6 +3,7 @@
 //! Contents are always compared at the snapshot's offsets: after apply the table is the
 //! snapshot's, so that is where every partition's bytes must be correct.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
@@ -71,6 +72,8 @@ pub fn diagnose(
     let mut fp = blake3::Hasher::new();
     fp.update(format!("{:?} {} {}", mode, disk.size, disk.logical_sector_size).as_bytes());
     let mut actions = Vec::new();
+    // Every stored chunk the plan will fetch, with where it goes, for the presence check.
+    let mut needed = Needed::default();
     let mut notes: Vec<String> = expected.grown.into_iter().collect();
     if let Err(e) = crate::disk::guard::check_writable(disk, None) {
         notes.push(format!("apply will refuse this target now: {e:#}"));
@@ -151,15 +154,15 @@ pub fn diagnose(
             actions.push(a);
             continue;
         }
-        let index = store
+        let stored = store
             .get_index(&r.index)
             .with_context(|| format!("boot region {} of disk {}", r.name, d.name))?;
         ensure!(
-            index.length == r.length,
+            stored.length == r.length,
             "chunk index of boot region {} does not match its length",
             r.name
         );
-        let index = patched(store, &mut a, index, &patches)?;
+        let index = patched(store, &mut a, &stored, &patches)?;
         let last_chunk = index.chunks.len().saturating_sub(1) as u64;
         let only =
             (mode == Mode::Quick && r.length > QUICK_REGION_LIMIT).then(|| vec![0, last_chunk]);
@@ -180,6 +183,7 @@ pub fn diagnose(
         )?;
         scanned += if only.is_none() { r.length } else { 0 };
         fill_chunk_action(&mut a, &index, &differ);
+        needed_chunks(&mut needed, &stored, &a, d);
         if a.action == Verb::Full {
             a.action = Verb::Write;
         }
@@ -198,11 +202,11 @@ pub fn diagnose(
     for p in &d.partitions {
         let info = &p.info;
         let mask = p.used_map(store)?;
-        let index = store
+        let stored = store
             .get_index(&p.index)
             .with_context(|| format!("{} of disk {}", info.title(), d.name))?;
         ensure!(
-            index.length == info.size,
+            stored.length == info.size,
             "chunk index of {} does not match its size",
             info.title()
         );
@@ -224,7 +228,7 @@ pub fn diagnose(
             info.size,
             Some(p.index),
         );
-        let index = patched(store, &mut a, index, &patches)?;
+        let index = patched(store, &mut a, &stored, &patches)?;
         a.holds = Some(info.filesystem.clone().unwrap_or_else(|| info.role.clone()));
         let moved = current
             .as_ref()
@@ -278,6 +282,7 @@ pub fn diagnose(
             }
         };
         fill_chunk_action(&mut a, &index, &differ);
+        needed_chunks(&mut needed, &stored, &a, d);
         a.found = match &moved {
             Some(m) => format!("moved: {m}"),
             None => describe_differences(&differ, &index),
@@ -299,7 +304,7 @@ pub fn diagnose(
     let secs = started.elapsed().as_secs_f64();
     let rate = (scanned >= 64 << 20 && secs > 0.0).then(|| scanned as f64 / secs);
 
-    check_chunks_present(store, d, &actions)?;
+    check_chunks_present(store, &needed.list)?;
     let totals = Totals::of(&actions);
     Ok((
         DiskPlan {
@@ -554,22 +559,30 @@ fn table_state(
     }
 }
 
-/// Every chunk the plan will fetch must be in the store: the plan checks before it promises.
-fn check_chunks_present(store: &Store, d: &DiskRecord, actions: &[Action]) -> Result<()> {
-    let mut needed: Vec<(ChunkId, String)> = Vec::new();
-    let mut seen = BTreeSet::new();
-    for a in actions.iter().filter(|a| !a.runs.is_empty()) {
-        let Some(index_id) = a.index else { continue };
-        let index = store.get_index(&index_id)?;
-        for &[first, count] in &a.runs {
-            for i in first..first + count {
-                let id = index.chunks[i as usize];
-                if !id.is_zero_marker() && !id.is_free_marker() && seen.insert(id) {
-                    needed.push((id, format!("{} of disk {}, chunk {i}", a.name, d.name)));
-                }
+/// Adds the stored chunks the action will fetch (by their ids in the store: patched chunks are
+/// fetched as stored, then patched). Chunks already listed are not added again.
+fn needed_chunks(needed: &mut Needed, stored: &ChunkIndex, a: &Action, d: &DiskRecord) {
+    for &[first, count] in &a.runs {
+        for i in first..first + count {
+            let id = stored.chunks[i as usize];
+            if !id.is_zero_marker() && !id.is_free_marker() && needed.seen.insert(id) {
+                needed
+                    .list
+                    .push((id, format!("{} of disk {}, chunk {i}", a.name, d.name)));
             }
         }
     }
+}
+
+/// Chunks to fetch, each once, with where it goes (for the message when one is missing).
+#[derive(Default)]
+struct Needed {
+    seen: BTreeSet<ChunkId>,
+    list: Vec<(ChunkId, String)>,
+}
+
+/// Every chunk the plan will fetch must be in the store: the plan checks before it promises.
+fn check_chunks_present(store: &Store, needed: &[(ChunkId, String)]) -> Result<()> {
     let ids: Vec<ChunkId> = needed.iter().map(|(id, _)| *id).collect();
     if let Some(id) = store.first_missing_chunk(&ids)? {
         let where_ = needed
@@ -625,15 +638,16 @@ fn keep_table_placement(
 
 /// The chunk ids a component must end up with after boot-loader patches, and the patches
 /// recorded on the action (with the hash each patched chunk must have).
-fn patched(
+fn patched<'a>(
     store: &Store,
     a: &mut Action,
-    mut index: ChunkIndex,
+    stored: &'a ChunkIndex,
     patches: &relocate::Patches,
-) -> Result<ChunkIndex> {
+) -> Result<Cow<'a, ChunkIndex>> {
     let Some((_, list)) = patches.iter().find(|(name, _)| *name == a.name) else {
-        return Ok(index);
+        return Ok(Cow::Borrowed(stored));
     };
+    let mut index = stored.clone();
     for patch in list {
         let i = patch.chunk as usize;
         ensure!(
@@ -655,5 +669,5 @@ fn patched(
         p.expected = Some(expected);
         a.patches.push(p);
     }
-    Ok(index)
+    Ok(Cow::Owned(index))
 }
