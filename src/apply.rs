@@ -102,15 +102,16 @@ pub fn local_store(location: &str) -> Option<&std::path::Path> {
 }
 
 /// `confirm` is asked once, with a summary of the targets, before anything is written.
+/// `store` is the store the plan names (`plan.store`), already open.
 pub fn apply(
     plan: &Plan,
+    store: &Store,
     opts: &ApplyOptions,
     progress: &dyn Progress,
     confirm: &dyn Fn(&str) -> Result<bool>,
 ) -> Result<ApplyReport> {
     let started = Instant::now();
-    let store = Store::open(&plan.store)?;
-    let m = manifest::load(&store, &plan.host, &plan.snapshot)?;
+    let m = manifest::load(store, &plan.host, &plan.snapshot)?;
     ensure!(
         m.chunk_size == plan.chunk_size,
         "plan and snapshot disagree on the chunk size"
@@ -119,8 +120,7 @@ pub fn apply(
 
     if opts.check_fingerprint {
         for t in &targets {
-            let (now, _) =
-                diagnose::diagnose(&store, t.record, &t.disk, &plan.settings(), &Silent)?;
+            let (now, _) = diagnose::diagnose(store, t.record, &t.disk, &plan.settings(), &Silent)?;
             if now.fingerprint != t.plan.fingerprint {
                 bail!(
                     "target {} changed since the plan was made (its contents no longer match the plan's fingerprint); \
@@ -140,7 +140,7 @@ pub fn apply(
     // Everything that can fail on input is checked before the first write.
     let mut tables = Vec::new();
     for t in &targets {
-        tables.push(table_writes(&store, t, plan.grow_last)?);
+        tables.push(table_writes(store, t, plan.grow_last)?);
     }
     let mut summary = String::new();
     for t in &targets {
@@ -188,9 +188,9 @@ pub fn apply(
         .map(|w| w.action.bytes_to_write)
         .sum();
     progress.start("restore", total);
-    write_chunks(&store, &targets, &data, opts.jobs, progress, &mut report)?;
+    write_chunks(store, &targets, &data, opts.jobs, progress, &mut report)?;
     failpoint::hit("before-boot-regions");
-    write_chunks(&store, &targets, &regions, opts.jobs, progress, &mut report)?;
+    write_chunks(store, &targets, &regions, opts.jobs, progress, &mut report)?;
     progress.finish();
     for t in &targets {
         t.disk.flush()?;

@@ -375,7 +375,7 @@ fn plan_options(sel: &Selection, disks: Vec<PathBuf>) -> Result<PlanOptions> {
 fn run_plan(a: PlanArgs) -> Result<i32> {
     let opts = plan_options(&a.sel, a.disks)?;
     let progress = a.common.progress();
-    let plan = plan::make(&opts, progress.as_ref())?;
+    let plan = plan::make(&Store::open(&opts.store)?, &opts, progress.as_ref())?;
     if let Some(path) = &a.output {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(&plan)?)
@@ -420,14 +420,18 @@ fn confirm_on_terminal(yes: bool) -> impl Fn(&str) -> Result<bool> {
 
 fn run_apply(a: ApplyArgs) -> Result<i32> {
     let progress = a.common.progress();
-    let (plan, saved) = if a.sel.store.is_some() {
+    // The store is opened once: the plan made here is applied with the same store.
+    let (plan, store, saved) = if a.sel.store.is_some() {
         let opts = plan_options(&a.sel, a.targets.clone())?;
-        (plan::make(&opts, progress.as_ref())?, false)
+        let store = Store::open(&opts.store)?;
+        (plan::make(&store, &opts, progress.as_ref())?, store, false)
     } else {
         if a.targets.len() != 1 || !a.sel.maps.is_empty() {
             bail!("apply takes one saved plan file, or --store with target disks (and --map)");
         }
-        (Plan::load(&a.targets[0])?, true)
+        let plan = Plan::load(&a.targets[0])?;
+        let store = Store::open(&plan.store)?;
+        (plan, store, true)
     };
     if !a.common.json {
         print!("{}", plan::render::human(&plan));
@@ -437,7 +441,13 @@ fn run_apply(a: ApplyArgs) -> Result<i32> {
         jobs: a.jobs.clamp(1, 256),
         check_fingerprint: saved,
     };
-    let report = apply::apply(&plan, &opts, progress.as_ref(), &confirm_on_terminal(a.yes))?;
+    let report = apply::apply(
+        &plan,
+        &store,
+        &opts,
+        progress.as_ref(),
+        &confirm_on_terminal(a.yes),
+    )?;
     if a.common.json {
         print_json(&serde_json::json!({ "plan": plan, "result": report }))?;
     } else if plan.has_changes() {

@@ -5,7 +5,6 @@
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 
 use common::vm::{self, Firmware, OVMF_CODE};
@@ -98,8 +97,7 @@ fn bios_grub_on_gpt() {
         "the fixture itself must boot"
     );
     capture(&tmp, "bios-gpt", &[&orig]);
-    let m: serde_json::Value =
-        serde_json::from_str(&ok(&["show", "latest", "--store", &tmp.store(), "--json"])).unwrap();
+    let m = show_json(&tmp);
     let loader = &m["disks"][0]["boot_loaders"][0];
     assert_eq!(loader["kind"], "grub-bios", "{m:#}");
     assert_eq!(loader["core_lba"], 2048);
@@ -173,8 +171,7 @@ fn uefi_grub_esp_gpt_and_new_disk() {
         "the fixture itself must boot"
     );
     capture(&tmp, "uefi", &[&orig]);
-    let m: serde_json::Value =
-        serde_json::from_str(&ok(&["show", "latest", "--store", &tmp.store(), "--json"])).unwrap();
+    let m = show_json(&tmp);
     let loader = &m["disks"][0]["boot_loaders"][0];
     assert_eq!(loader["kind"], "uefi");
     assert!(
@@ -212,8 +209,7 @@ fn uefi_shim_esp_overwritten() {
     let tmp = Tmp::new();
     let orig = copy_fixture(&tmp, &dir, "uefi-shim.img");
     capture(&tmp, "shim", &[&orig]);
-    let m: serde_json::Value =
-        serde_json::from_str(&ok(&["show", "latest", "--store", &tmp.store(), "--json"])).unwrap();
+    let m = show_json(&tmp);
     let loaders = m["disks"][0]["boot_loaders"][0]["loaders"]
         .as_array()
         .unwrap()
@@ -556,18 +552,10 @@ fn layout_change_moves_partitions_and_boot_loaders_follow() {
     capture(&ext_tmp, "ext", &[&ext]);
     let moved = ext_tmp.path("moved.img");
     blank(&moved, 160 * MIB);
-    let mut child = Command::new("sfdisk")
-        .arg(&moved)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        &mut child.stdin.take().unwrap(),
-        b"label: dos\nstart=6144, size=204800, type=83, bootable\n",
-    )
-    .unwrap();
-    assert!(child.wait().unwrap().success());
+    sfdisk(
+        &moved,
+        "label: dos\nstart=6144, size=204800, type=83, bootable\n",
+    );
     ok(&[
         "apply",
         "--store",

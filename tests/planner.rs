@@ -61,6 +61,18 @@ fn repair_and_check(c: &Case, target: &Path) {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
 
+/// Runs a scenario on a loop device over the damaged copy, then checks the image behind it.
+fn on_a_loop_device(scenario: fn(&Case, &Path)) {
+    if !have_root() {
+        return;
+    }
+    let c = case();
+    let lo = Loop::new(&c.target, &[]);
+    scenario(&c, &lo.dev);
+    drop(lo);
+    assert_same(&c.src, &c.target);
+}
+
 fn incident(c: &Case, target: &Path) {
     write_at(target, 0, &[0u8; 440]);
     write_at(target, MIB, &random_bytes(1000, MIB as usize));
@@ -94,14 +106,7 @@ fn the_incident_boot_code_and_bios_boot_partition() {
 
 #[test]
 fn the_incident_on_a_loop_device() {
-    if !have_root() {
-        return;
-    }
-    let c = case();
-    let lo = Loop::new(&c.target, &[]);
-    incident(&c, &lo.dev);
-    drop(lo);
-    assert_same(&c.src, &c.target);
+    on_a_loop_device(incident);
 }
 
 #[test]
@@ -179,14 +184,7 @@ fn one_percent_of_a_partition_corrupted() {
 
 #[test]
 fn one_percent_corrupted_on_a_loop_device() {
-    if !have_root() {
-        return;
-    }
-    let c = case();
-    let lo = Loop::new(&c.target, &[]);
-    one_percent(&c, &lo.dev);
-    drop(lo);
-    assert_same(&c.src, &c.target);
+    on_a_loop_device(one_percent);
 }
 
 #[test]

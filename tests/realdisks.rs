@@ -228,8 +228,7 @@ fn native_4k_disk_round_trips() {
     write_at(&img, 3 * MIB, &random_bytes(2, 5 * MIB as usize));
     let src = Loop::new(&img, &["--sector-size", "4096", "-r"]);
     capture(&tmp, "h", &[&src.dev]);
-    let m: Value =
-        serde_json::from_str(&ok(&["show", "latest", "--store", &tmp.store(), "--json"])).unwrap();
+    let m: Value = show_json(&tmp);
     assert_eq!(m["disks"][0]["logical_sector_size"], 4096);
     assert_eq!(m["disks"][0]["partitions"].as_array().unwrap().len(), 2);
     let backing = tmp.path("4k-target.img");
@@ -547,18 +546,10 @@ fn probe_gpt_mbr_and_blank_disks() {
 
     let mbr = tmp.path("mbr.img");
     blank(&mbr, 32 * MIB);
-    let mut child = Command::new("sfdisk")
-        .arg(&mbr)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        &mut child.stdin.take().unwrap(),
-        b"label: dos\nstart=2048, size=20480, type=83, bootable\n",
-    )
-    .unwrap();
-    assert!(child.wait().unwrap().success());
+    sfdisk(
+        &mbr,
+        "label: dos\nstart=2048, size=20480, type=83, bootable\n",
+    );
     let lo = Loop::new(&mbr, &[]);
     let r: Value = serde_json::from_str(&ok(&["probe", "--json", p(&lo.dev)])).unwrap();
     assert_eq!(r["table"]["kind"], "mbr");

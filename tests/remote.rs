@@ -39,21 +39,7 @@ fn run_fails(args: &[&str], env: &[(String, String)], remove: &[&str]) -> String
     let started = Instant::now();
     let o = run(args, env, remove);
     let took = started.elapsed();
-    assert!(
-        !o.status.success(),
-        "restore {args:?} should have failed:\n{}",
-        text(&o)
-    );
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(
-        !err.contains("panicked"),
-        "restore {args:?} panicked:\n{err}"
-    );
-    let last = err.lines().last().unwrap_or_default().to_string();
-    assert!(
-        last.starts_with("error: "),
-        "no error line from {args:?}:\n{err}"
-    );
+    let last = error_line(args, &o);
     assert!(
         took < Duration::from_secs(5),
         "{args:?} took {took:?} to fail: {last}"

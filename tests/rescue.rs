@@ -54,6 +54,18 @@ fn store_disk(tmp: &Tmp, server: &Path) -> PathBuf {
     img
 }
 
+/// A server disk from the boot fixtures (`orig.img`), its snapshot on a store disk, and a copy
+/// of it to damage (`server.img`).
+fn server_and_store(fixtures: &Path, fixture: &str) -> (Tmp, PathBuf, PathBuf, PathBuf) {
+    let tmp = Tmp::new();
+    let orig = tmp.path("orig.img");
+    std::fs::copy(fixtures.join(fixture), &orig).unwrap();
+    let store = store_disk(&tmp, &orig);
+    let server = tmp.path("server.img");
+    std::fs::copy(&orig, &server).unwrap();
+    (tmp, orig, store, server)
+}
+
 enum Boot<'a> {
     Iso(&'a Path),
     IsoUefi(&'a Path),
@@ -141,12 +153,7 @@ fn incident_bios_grub_repaired_by_the_rescue_iso() {
     let Some((image, fixtures)) = built() else {
         return;
     };
-    let tmp = Tmp::new();
-    let orig = tmp.path("orig.img");
-    std::fs::copy(fixtures.join("bios-gpt.img"), &orig).unwrap();
-    let store = store_disk(&tmp, &orig);
-    let server = tmp.path("server.img");
-    std::fs::copy(&orig, &server).unwrap();
+    let (tmp, orig, store, server) = server_and_store(&fixtures, "bios-gpt.img");
     write_at(&server, 0, &[0u8; 440]);
     write_at(&server, MIB, &random_bytes(1, MIB as usize));
     let (log, secs) = rescue(
@@ -172,12 +179,7 @@ fn uefi_esp_destroyed_repaired_by_the_iso_under_ovmf() {
     let Some((image, fixtures)) = built() else {
         return;
     };
-    let tmp = Tmp::new();
-    let orig = tmp.path("orig.img");
-    std::fs::copy(fixtures.join("uefi-grub.img"), &orig).unwrap();
-    let store = store_disk(&tmp, &orig);
-    let server = tmp.path("server.img");
-    std::fs::copy(&orig, &server).unwrap();
+    let (tmp, orig, store, server) = server_and_store(&fixtures, "uefi-grub.img");
     write_at(&server, MIB, &random_bytes(2, 16 * MIB as usize));
     let (log, secs) = rescue(
         &tmp,
@@ -212,11 +214,7 @@ fn blank_replacement_disk_gets_a_full_restore() {
     let Some((image, fixtures)) = built() else {
         return;
     };
-    let tmp = Tmp::new();
-    let orig = tmp.path("orig.img");
-    std::fs::copy(fixtures.join("bios-gpt.img"), &orig).unwrap();
-    let store = store_disk(&tmp, &orig);
-    let server = tmp.path("server.img");
+    let (tmp, orig, store, server) = server_and_store(&fixtures, "bios-gpt.img");
     blank(&server, std::fs::metadata(&orig).unwrap().len());
     let (log, secs) = rescue(
         &tmp,
@@ -237,12 +235,7 @@ fn pxe_bundle_boots_over_tftp_and_repairs() {
     let Some((image, fixtures)) = built() else {
         return;
     };
-    let tmp = Tmp::new();
-    let orig = tmp.path("orig.img");
-    std::fs::copy(fixtures.join("bios-mbr.img"), &orig).unwrap();
-    let store = store_disk(&tmp, &orig);
-    let server = tmp.path("server.img");
-    std::fs::copy(&orig, &server).unwrap();
+    let (tmp, orig, store, server) = server_and_store(&fixtures, "bios-mbr.img");
     write_at(&server, 512, &random_bytes(3, 100_000));
     let (log, secs) = rescue(&tmp, Boot::Pxe(&image.join("pxe")), &server, &store);
     assert_apply_ok(&log, secs, "PXE over qemu's TFTP");

@@ -74,20 +74,7 @@ fn mbr_disk(tmp: &Tmp) -> std::path::PathBuf {
         start=20480, size=8192, type=83\n\
         start=30720, size=16384, type=82\n\
         start=49152, size=8192, type=83\n";
-    let mut child = std::process::Command::new("sfdisk")
-        .arg(&src)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("sfdisk");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    sfdisk(&src, script);
     // Boot code, the post-MBR gap (GRUB's core image lives there), and data in every partition.
     write_at(&src, 0, &random_bytes(10, 440));
     write_at(&src, 512, &random_bytes(11, 200_000));
@@ -159,8 +146,7 @@ fn disk_without_partition_table_round_trips() {
     let tmp = Tmp::new();
     let src = bare_fs_disk(&tmp);
     capture(&tmp, "host-a", &[&src]);
-    let m: serde_json::Value =
-        serde_json::from_str(&ok(&["show", "latest", "--store", &tmp.store(), "--json"])).unwrap();
+    let m = show_json(&tmp);
     assert_eq!(m["disks"][0]["table"]["kind"], "none");
     assert_eq!(m["disks"][0]["partitions"][0]["filesystem"], "ext4");
     round_trip_file(&tmp, &src);
@@ -179,8 +165,7 @@ fn gpt_boot_code_and_gap_are_restored() {
     let src = tmp.path("gpt.img");
     gpt_server_disk(&src, 96 * MIB, &tmp);
     capture(&tmp, "host-a", &[&src]);
-    let m: serde_json::Value =
-        serde_json::from_str(&ok(&["show", "latest", "--store", &tmp.store(), "--json"])).unwrap();
+    let m = show_json(&tmp);
     let regions: Vec<&str> = m["disks"][0]["boot_regions"]
         .as_array()
         .unwrap()

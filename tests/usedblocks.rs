@@ -97,8 +97,7 @@ fn free_blocks_are_neither_stored_nor_written_and_the_filesystem_is_intact() {
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     let free = r["free_chunks"].as_u64().unwrap();
     assert!(free >= 50, "most of the free space is skipped: {out}");
-    let m: serde_json::Value =
-        serde_json::from_str(&ok(&["show", "latest", "--store", &tmp.store(), "--json"])).unwrap();
+    let m = show_json(&tmp);
     let part = &m["disks"][0]["partitions"][1];
     assert!(part["used_map"].is_string(), "{part:#}");
 

@@ -233,9 +233,10 @@ fn yes() -> bool {
     true
 }
 
-pub fn make(opts: &PlanOptions, progress: &dyn Progress) -> Result<Plan> {
-    let store = Store::open(&opts.store)?;
-    let m = manifest::resolve(&store, opts.host.as_deref(), &opts.snapshot)?;
+/// Makes the plan against `store`, the store opened at `opts.store` (opened once by the
+/// caller, which may go on to apply with it).
+pub fn make(store: &Store, opts: &PlanOptions, progress: &dyn Progress) -> Result<Plan> {
+    let m = manifest::resolve(store, opts.host.as_deref(), &opts.snapshot)?;
     let mapping = mapping::pair(&m, &opts.targets, &opts.maps)?;
     let mut disks = Vec::new();
     let mut totals = Totals::default();
@@ -243,7 +244,7 @@ pub fn make(opts: &PlanOptions, progress: &dyn Progress) -> Result<Plan> {
     for pair in mapping {
         let disk = Disk::open_read(&pair.target)?;
         let (mut dp, measured) = diagnose::diagnose(
-            &store,
+            store,
             &m.disks[pair.disk],
             &disk,
             &opts.settings(),

@@ -114,14 +114,13 @@ pub fn ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Runs a command that must fail, and returns its stderr (which must be one clear line).
+/// The one clear error line a failed run must end with (and no panic); returns it.
 #[track_caller]
-pub fn fails(args: &[&str]) -> String {
-    let o = restore(args);
+pub fn error_line(args: &[&str], o: &Output) -> String {
     assert!(
         !o.status.success(),
         "restore {args:?} should have failed:\n{}",
-        text(&o)
+        text(o)
     );
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(
@@ -134,6 +133,41 @@ pub fn fails(args: &[&str]) -> String {
         "no error line from restore {args:?}:\n{err}"
     );
     last
+}
+
+/// Runs a command that must fail, and returns its stderr (which must be one clear line).
+#[track_caller]
+pub fn fails(args: &[&str]) -> String {
+    error_line(args, &restore(args))
+}
+
+/// `restore show latest --json` of the test's store.
+pub fn show_json(tmp: &Tmp) -> serde_json::Value {
+    serde_json::from_str(&ok(&["show", "latest", "--store", &tmp.store(), "--json"]))
+        .expect("show JSON")
+}
+
+/// Writes an MBR partition table with sfdisk from a script ("label: dos\nstart=2048, ...").
+#[track_caller]
+pub fn sfdisk(image: &Path, script: &str) {
+    require_tool("sfdisk");
+    let mut child = Command::new("sfdisk")
+        .arg(image)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("sfdisk");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("writing the sfdisk script");
+    assert!(
+        child.wait().expect("sfdisk").success(),
+        "sfdisk {script:?} failed"
+    );
 }
 
 #[track_caller]
