@@ -21,7 +21,7 @@ use crate::store::Store;
 use crate::store::index::ChunkIndex;
 
 pub struct CaptureOptions {
-    pub store: String,
+    pub store: crate::store::Location,
     pub host: String,
     pub disks: Vec<PathBuf>,
     pub chunk_size: Option<u32>,
@@ -234,10 +234,13 @@ fn capture_disk(
     for w in warnings {
         eprintln!("warning: {}: {w}", disk.path.display());
     }
-    let boot_chain_whole = !boot_loaders.is_empty()
-        && crate::boot::check(disk, layout, Some(&boot_loaders))
-            .iter()
-            .all(|l| l.ok);
+    let reference = crate::boot::Reference {
+        loaders: Some(&boot_loaders),
+        ..Default::default()
+    };
+    let paths = crate::boot::check(disk, layout, &reference, None);
+    let boot_chain_whole =
+        !boot_loaders.is_empty() && !paths.is_empty() && paths.iter().all(|p| p.whole);
     Ok(DiskRecord {
         name,
         source: disk.path.display().to_string(),

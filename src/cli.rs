@@ -8,11 +8,12 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::apply::{self, ApplyOptions};
+use crate::boot::Firmware;
 use crate::capture::{self, CaptureOptions};
 use crate::manifest;
 use crate::plan::{self, Mode, Plan, PlanOptions};
 use crate::progress::{self, ProgressMode};
-use crate::store::{self, Store};
+use crate::store::{self, Location, Store};
 use crate::units;
 
 /// Exit code of `plan --detailed-exitcode` when the plan has something to write.
@@ -52,9 +53,13 @@ enum Command {
 
 #[derive(Args)]
 struct CheckBootArgs {
-    /// Compare with the boot loaders recorded in a snapshot of this store.
+    /// Compare with the boot bytes and loaders recorded in a snapshot of this store.
     #[arg(long, env = "RESTORE_STORE")]
     store: Option<String>,
+    /// Judge only the path of this firmware (the rescue system passes the one it booted by);
+    /// without it, every path the disk is set up for must be whole.
+    #[arg(long, value_enum)]
+    firmware: Option<FirmwareArg>,
     #[arg(long)]
     host: Option<String>,
     /// Snapshot id, or "latest" (with --store).
@@ -66,6 +71,12 @@ struct CheckBootArgs {
     #[arg(long)]
     json: bool,
     disk: PathBuf,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FirmwareArg {
+    Bios,
+    Uefi,
 }
 
 #[derive(Args)]
@@ -135,8 +146,9 @@ struct ShowArgs {
 
 #[derive(Args)]
 struct Selection {
-    /// Store: a directory, file://, http(s)://HOST/PATH or s3://BUCKET/PREFIX.
-    #[arg(long, env = "RESTORE_STORE")]
+    /// Store: a directory, file://, http(s)://HOST/PATH or s3://BUCKET/PREFIX (or set
+    /// RESTORE_STORE). A saved plan carries its own.
+    #[arg(long)]
     store: Option<String>,
     #[arg(long)]
     host: Option<String>,
@@ -192,6 +204,9 @@ struct ApplyArgs {
     /// Chunks fetched and written at once (memory use is about this many chunks).
     #[arg(long, default_value_t = 16)]
     jobs: usize,
+    /// Write to a target that holds another system's data (the plan lists what it destroys).
+    #[arg(long)]
+    overwrite_foreign: bool,
     #[command(flatten)]
     common: Common,
     /// A saved plan, or with --store the target disks.
@@ -232,7 +247,7 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
 fn run_capture(a: CaptureArgs) -> Result<i32> {
     let opts = CaptureOptions {
         all_blocks: a.all_blocks,
-        store: a.store,
+        store: Location::parse(&a.store)?,
         host: a.host,
         disks: a.disks,
         chunk_size: a.chunk_size,
@@ -265,7 +280,7 @@ fn run_capture(a: CaptureArgs) -> Result<i32> {
 }
 
 fn run_snapshots(a: SnapshotsArgs) -> Result<i32> {
-    let store = Store::open(&a.store)?;
+    let store = Store::open(&Location::parse(&a.store)?)?;
     let list = manifest::list(&store, a.host.as_deref())?;
     if a.json {
         print_json(&list)?;
@@ -291,7 +306,7 @@ fn run_snapshots(a: SnapshotsArgs) -> Result<i32> {
 }
 
 fn run_show(a: ShowArgs) -> Result<i32> {
-    let store = Store::open(&a.store)?;
+    let store = Store::open(&Location::parse(&a.store)?)?;
     let m = manifest::resolve(&store, a.host.as_deref(), &a.snapshot)?;
     if a.json {
         print_json(&m)?;
@@ -351,12 +366,21 @@ fn run_show(a: ShowArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// The store from --store, else RESTORE_STORE.
+fn store_arg(sel: &Selection) -> Option<String> {
+    sel.store.clone().or_else(|| {
+        std::env::var("RESTORE_STORE")
+            .ok()
+            .filter(|s| !s.is_empty())
+    })
+}
+
 fn plan_options(sel: &Selection, disks: Vec<PathBuf>) -> Result<PlanOptions> {
-    let Some(store) = sel.store.clone() else {
+    let Some(store) = store_arg(sel) else {
         bail!("no store given: pass --store or set RESTORE_STORE");
     };
     Ok(PlanOptions {
-        store,
+        store: Location::parse(&store)?,
         host: sel.host.clone(),
         snapshot: sel.snapshot.clone(),
         targets: disks,
@@ -372,15 +396,78 @@ fn plan_options(sel: &Selection, disks: Vec<PathBuf>) -> Result<PlanOptions> {
     })
 }
 
+/// `plan -o FILE` may replace an older plan, never a target of the plan or any other file.
+fn check_plan_output(path: &std::path::Path, opts: &PlanOptions) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let targets = opts.targets.iter().chain(opts.maps.iter().map(|(_, t)| t));
+    for t in targets {
+        let same = std::fs::metadata(t).is_ok_and(|m| {
+            (m.dev() == meta.dev() && m.ino() == meta.ino())
+                || (m.rdev() != 0 && m.rdev() == meta.rdev())
+        });
+        if same {
+            bail!(
+                "refusing to save the plan to \"{}\": that is target {} of this plan; choose another file with -o",
+                path.display(),
+                t.display()
+            );
+        }
+    }
+    if !Plan::is_plan_file(path) {
+        bail!(
+            "refusing to save the plan to \"{}\": it exists and is not a restore plan; choose another file with -o, or remove it",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Saves a plan durably and privately: 0600, temp name, fsync, rename, fsync the directory.
+fn save_plan(path: &std::path::Path, plan: &Plan) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("-o \"{}\" names no file", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(plan)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(&dir)?.sync_all()?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("saving the plan to \"{}\"", path.display()))
+}
+
 fn run_plan(a: PlanArgs) -> Result<i32> {
     let opts = plan_options(&a.sel, a.disks)?;
+    if let Some(path) = &a.output {
+        check_plan_output(path, &opts)?;
+    }
     let progress = a.common.progress();
     let plan = plan::make(&Store::open(&opts.store)?, &opts, progress.as_ref())?;
     if let Some(path) = &a.output {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&plan)?)
-            .and_then(|_| std::fs::rename(&tmp, path))
-            .with_context(|| format!("saving the plan to {}", path.display()))?;
+        check_plan_output(path, &opts)?;
+        save_plan(path, &plan)?;
     }
     if a.common.json {
         print_json(&plan)?;
@@ -420,30 +507,58 @@ fn confirm_on_terminal(yes: bool) -> impl Fn(&str) -> Result<bool> {
 
 fn run_apply(a: ApplyArgs) -> Result<i32> {
     let progress = a.common.progress();
+    let saved = a.targets.len() == 1 && Plan::is_plan_file(&a.targets[0]);
     // The store is opened once: the plan made here is applied with the same store.
-    let (plan, store, saved) = if a.sel.store.is_some() {
+    let (plan, store) = if saved {
+        let path = &a.targets[0];
+        if a.sel.store.is_some() {
+            bail!(
+                "\"{}\" is a saved plan, which carries its own store; run `restore apply {}` without --store",
+                path.display(),
+                path.display()
+            );
+        }
+        if !a.sel.maps.is_empty() {
+            bail!("a saved plan already pairs its disks; --map applies to `apply --store` only");
+        }
+        let plan = Plan::load(path)?;
+        if let Some(env) = store_arg(&a.sel)
+            && Location::parse(&env).ok().as_ref() != Some(&plan.store)
+        {
+            eprintln!(
+                "note: \"{}\" carries its own store {}; RESTORE_STORE ({env}) is not used",
+                path.display(),
+                plan.store
+            );
+        }
+        let store = Store::open(&plan.store)?;
+        (plan, store)
+    } else if store_arg(&a.sel).is_some() {
         let opts = plan_options(&a.sel, a.targets.clone())?;
         let store = Store::open(&opts.store)?;
-        (plan::make(&store, &opts, progress.as_ref())?, store, false)
+        (plan::make(&store, &opts, progress.as_ref())?, store)
     } else {
-        if a.targets.len() != 1 || !a.sel.maps.is_empty() {
-            bail!("apply takes one saved plan file, or --store with target disks (and --map)");
+        match a.targets.as_slice() {
+            [one] if one.is_file() => bail!(
+                "\"{}\" is not a restore plan (make one with `restore plan -o FILE`); to plan and apply in one go pass --store and the target disks",
+                one.display()
+            ),
+            _ => bail!("apply takes one saved plan file, or --store with target disks (and --map)"),
         }
-        let plan = Plan::load(&a.targets[0])?;
-        let store = Store::open(&plan.store)?;
-        (plan, store, true)
     };
-    if !a.common.json {
-        print!("{}", plan::render::human(&plan));
-    }
     let opts = ApplyOptions {
         verify: a.verify,
         jobs: a.jobs.clamp(1, 256),
-        check_fingerprint: saved,
+        prove: saved,
+        overwrite_foreign: a.overwrite_foreign,
     };
-    let report = apply::apply(
-        &plan,
-        &store,
+    let prepared = apply::prepare(plan, &store, &opts, progress.as_ref())?;
+    let plan = prepared.plan.clone();
+    if !a.common.json {
+        print!("{}", plan::render::human(&plan));
+    }
+    let report = apply::run(
+        prepared,
         &opts,
         progress.as_ref(),
         &confirm_on_terminal(a.yes),
@@ -492,9 +607,13 @@ fn run_probe(a: ProbeArgs) -> Result<i32> {
 
 fn run_check_boot(a: CheckBootArgs) -> Result<i32> {
     let disk = crate::disk::Disk::open_read(&a.disk)?;
-    let captured = match &a.store {
+    let only = a.firmware.map(|f| match f {
+        FirmwareArg::Bios => Firmware::Bios,
+        FirmwareArg::Uefi => Firmware::Uefi,
+    });
+    let report = match &a.store {
         Some(s) => {
-            let store = Store::open(s)?;
+            let store = Store::open(&Location::parse(s)?)?;
             let m = manifest::resolve(&store, a.host.as_deref(), &a.snapshot)?;
             let pick = match &a.source {
                 Some(name) => m.disks.iter().find(|d| &d.name == name),
@@ -503,26 +622,36 @@ fn run_check_boot(a: CheckBootArgs) -> Result<i32> {
             };
             let Some(d) = pick else {
                 bail!(
-                    "cannot tell which disk of snapshot {} to compare {} with; say it with --source",
+                    "cannot tell which disk of snapshot {} to compare \"{}\" with; say it with --source",
                     m.id,
                     a.disk.display()
                 );
             };
-            Some(d.boot_loaders.clone())
+            crate::check_boot::check(&disk, Some((&store, d)), only)?
         }
-        None => None,
+        None => crate::check_boot::check(&disk, None, only)?,
     };
-    let report = crate::boot::check_disk(&disk, captured.as_deref());
     if a.json {
         print_json(&report)?;
     } else {
-        for l in &report.links {
-            println!(
-                "{} {}: {}",
-                if l.ok { "ok    " } else { "BROKEN" },
-                l.link,
-                l.detail
-            );
+        for path in &report.paths {
+            println!("{} ({}):", path.firmware, path.because);
+            for l in &path.links {
+                println!(
+                    "  {} {}: {}",
+                    if l.ok { "ok    " } else { "BROKEN" },
+                    l.link,
+                    l.detail
+                );
+            }
+        }
+        if report.paths.is_empty() {
+            for l in &report.links {
+                println!("BROKEN {}: {}", l.link, l.detail);
+            }
+        }
+        for path in &report.paths {
+            println!("{}", path.summary());
         }
         println!(
             "{}",

@@ -1,5 +1,6 @@
 //! Named crash points for tests: `RESTORE_FAILPOINT=name:N` kills the process the N-th time
 //! `name` is reached, as a power cut or SIGKILL would, so tests can prove a rerun repairs.
+//! `name:N:sigint` instead sends the process SIGINT there, as an operator's Ctrl-C would.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,15 +10,25 @@ pub fn hit(name: &str) {
     let Ok(spec) = std::env::var("RESTORE_FAILPOINT") else {
         return;
     };
-    let Some((want, n)) = spec.split_once(':') else {
+    let mut parts = spec.splitn(3, ':');
+    let (Some(want), Some(n)) = (parts.next(), parts.next()) else {
         return;
     };
     if want != name {
         return;
     }
     let n: u64 = n.parse().unwrap_or(1);
-    if HITS.fetch_add(1, Ordering::SeqCst) + 1 >= n {
-        eprintln!("failpoint {name}:{n} reached: killing the process");
-        std::process::abort();
+    let hits = HITS.fetch_add(1, Ordering::SeqCst) + 1;
+    match parts.next() {
+        Some("sigint") if hits == n => {
+            eprintln!("failpoint {name}:{n} reached: sending SIGINT");
+            let _ = signal_hook::low_level::raise(signal_hook::consts::SIGINT);
+        }
+        Some(_) => {}
+        None if hits >= n => {
+            eprintln!("failpoint {name}:{n} reached: killing the process");
+            std::process::abort();
+        }
+        None => {}
     }
 }

@@ -4,11 +4,13 @@
 mod apply;
 mod boot;
 mod capture;
+mod check_boot;
 mod chunk;
 mod cli;
 mod clock;
 mod disk;
 mod failpoint;
+mod hex;
 mod manifest;
 mod plan;
 mod probe;
@@ -29,6 +31,11 @@ fn main() {
     };
     let code = match cli::run(cli) {
         Ok(code) => code,
+        // Ctrl-C or SIGTERM during apply: the current writes were finished; say what is done.
+        Err(e) if e.downcast_ref::<apply::Interrupted>().is_some() => {
+            eprintln!("error: {e:#}");
+            130
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             1

@@ -14,6 +14,15 @@ pub fn bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
+/// A size for errors and notes: human, with the exact bytes in parentheses.
+pub fn bytes_exact(n: u64) -> String {
+    if n < 1024 {
+        format!("{n} bytes")
+    } else {
+        format!("{} ({n} bytes)", bytes(n))
+    }
+}
+
 pub fn duration(secs: f64) -> String {
     if secs < 1.0 {
         "under 1 s".to_string()

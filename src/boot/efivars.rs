@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde::{Deserialize, Serialize};
 
 pub const EFIVARS: &str = "/sys/firmware/efi/efivars";
@@ -31,10 +31,6 @@ pub fn efivars_dir() -> Option<PathBuf> {
     Some(dir)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Boot####, BootOrder and Timeout of the global namespace.
 pub fn capture(dir: &Path) -> Nvram {
     let mut variables = Vec::new();
@@ -48,7 +44,7 @@ pub fn capture(dir: &Path) -> Nvram {
         };
         let wanted = var == "BootOrder" || var == "Timeout" || is_boot_entry_name(var);
         if wanted && let Ok(data) = std::fs::read(e.path()) {
-            variables.push((var.to_string(), hex(&data)));
+            variables.push((var.to_string(), crate::hex::encode(&data)));
         }
     }
     variables.sort();
@@ -240,33 +236,32 @@ pub fn boot_entries(dir: &Path) -> Vec<(u16, LoadOption)> {
     out
 }
 
-/// Creates Boot#### for `option` and puts it first in BootOrder, after removing the entries
-/// that point at the same partition GUID (the disk's old identity). Returns the new number.
-pub fn install_entry(dir: &Path, option: &LoadOption) -> Result<u16> {
-    let Some(hd) = &option.hard_drive else {
-        bail!("a boot entry needs a partition")
+/// The numbers of every Boot#### variable, also those whose contents do not parse: a new
+/// entry must not take any of them.
+pub fn boot_numbers(dir: &Path) -> Vec<u16> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
     };
-    let existing = boot_entries(dir);
-    let stale: Vec<u16> = existing
-        .iter()
-        .filter(|(_, o)| o.hard_drive.as_ref().is_some_and(|h| h.guid == hd.guid))
-        .map(|(n, _)| *n)
+    let mut out: Vec<u16> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let var = name.strip_suffix(&format!("-{GLOBAL}"))?.to_string();
+            is_boot_entry_name(&var)
+                .then(|| u16::from_str_radix(&var[4..], 16).ok())
+                .flatten()
+        })
         .collect();
-    for n in &stale {
-        let path = var_path(dir, &format!("Boot{n:04X}"));
-        make_mutable(&path);
-        std::fs::remove_file(&path)
-            .with_context(|| format!("removing stale boot entry Boot{n:04X}"))?;
-    }
-    let used: Vec<u16> = existing
-        .iter()
-        .map(|(n, _)| *n)
-        .filter(|n| !stale.contains(n))
-        .collect();
-    let number = (0..=u16::MAX)
-        .find(|n| !used.contains(n))
-        .context("no free Boot#### number")?;
-    write_var(dir, &format!("Boot{number:04X}"), &option.encode())?;
+    out.sort_unstable();
+    out
+}
+
+/// Creates Boot#### `number` from an encoded load option and puts it first in BootOrder,
+/// dropping `stale` from the order. The stale variables themselves stay until
+/// `remove_entries`: should this process die in between, the firmware still has an entry.
+pub fn create_entry(dir: &Path, number: u16, load_option: &[u8], stale: &[u16]) -> Result<()> {
+    LoadOption::parse(load_option).context("the boot entry to write is not a valid load option")?;
+    write_var(dir, &format!("Boot{number:04X}"), load_option)?;
     let mut order: Vec<u16> = read_var(dir, "BootOrder")
         .unwrap_or_default()
         .chunks_exact(2)
@@ -275,8 +270,35 @@ pub fn install_entry(dir: &Path, option: &LoadOption) -> Result<u16> {
         .collect();
     order.insert(0, number);
     let bytes: Vec<u8> = order.iter().flat_map(|n| n.to_le_bytes()).collect();
-    write_var(dir, "BootOrder", &bytes)?;
-    Ok(number)
+    write_var(dir, "BootOrder", &bytes)
+}
+
+/// Removes Boot#### variables (the disk's old entries, after the new one exists).
+pub fn remove_entries(dir: &Path, numbers: &[u16]) -> Result<()> {
+    for n in numbers {
+        let path = var_path(dir, &format!("Boot{n:04X}"));
+        if !path.exists() {
+            continue;
+        }
+        make_mutable(&path);
+        std::fs::remove_file(&path)
+            .with_context(|| format!("removing stale boot entry Boot{n:04X}"))?;
+    }
+    Ok(())
+}
+
+/// The load option a Boot#### variable holds now, to check what was written.
+pub fn read_entry(dir: &Path, number: u16) -> Option<Vec<u8>> {
+    read_var(dir, &format!("Boot{number:04X}"))
+}
+
+/// The BootOrder variable.
+pub fn boot_order(dir: &Path) -> Vec<u16> {
+    read_var(dir, "BootOrder")
+        .unwrap_or_default()
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect()
 }
 
 /// A load option for a loader on a GPT partition.
@@ -322,13 +344,15 @@ mod tests {
     }
 
     #[test]
-    fn install_replaces_entries_of_the_same_partition_and_goes_first() {
+    fn create_first_then_remove_the_stale_entries() {
         let dir = tempfile::tempdir().unwrap();
         let other = option_for("pxe", 1, 34, 100, [9; 16], "/EFI/pxe.efi");
         let old = option_for("old", 1, 2048, 100, [7; 16], "/EFI/old/grubx64.efi");
         write_var(dir.path(), "Boot0000", &other.encode()).unwrap();
         write_var(dir.path(), "Boot0003", &old.encode()).unwrap();
         write_var(dir.path(), "BootOrder", &[0, 0, 3, 0]).unwrap();
+        std::fs::write(var_path(dir.path(), "Boot0001"), [7, 0, 0, 0, 1]).unwrap();
+        assert_eq!(boot_numbers(dir.path()), vec![0, 1, 3]);
         let new = option_for(
             "restored",
             1,
@@ -337,23 +361,27 @@ mod tests {
             [7; 16],
             "/EFI/BOOT/BOOTX64.EFI",
         );
-        let n = install_entry(dir.path(), &new).unwrap();
+        create_entry(dir.path(), 2, &new.encode(), &[3]).unwrap();
+        // Until the stale entry is removed, both exist: a crash here leaves a bootable NVRAM.
+        assert_eq!(boot_entries(dir.path()).len(), 3);
+        assert_eq!(boot_order(dir.path()), vec![2, 0]);
+        remove_entries(dir.path(), &[3]).unwrap();
         let entries = boot_entries(dir.path());
         assert_eq!(
             entries.len(),
             2,
             "the stale entry for the same partition is gone"
         );
-        assert!(entries.iter().any(|(k, o)| *k == n && *o == new));
-        let order = read_var(dir.path(), "BootOrder").unwrap();
-        assert_eq!(order, [n.to_le_bytes(), 0u16.to_le_bytes()].concat());
-        let raw = std::fs::read(var_path(dir.path(), &format!("Boot{n:04X}"))).unwrap();
+        assert!(entries.iter().any(|(k, o)| *k == 2 && *o == new));
+        let raw = std::fs::read(var_path(dir.path(), "Boot0002")).unwrap();
         assert_eq!(
             &raw[..4],
             &ATTRIBUTES.to_le_bytes(),
             "attribute prefix written"
         );
+        assert_eq!(read_entry(dir.path(), 2).unwrap(), new.encode());
         let nv = capture(dir.path());
-        assert_eq!(nv.variables.len(), 3);
+        assert_eq!(nv.variables.len(), 4);
+        assert!(create_entry(dir.path(), 4, b"junk", &[]).is_err());
     }
 }

@@ -7,7 +7,6 @@ pub mod efivars;
 pub mod esp;
 pub mod extlinux;
 pub mod grub_bios;
-pub mod relocate;
 
 use serde::{Deserialize, Serialize};
 
@@ -96,50 +95,202 @@ pub fn detect(disk: &Disk, layout: &DiskLayout) -> (Vec<BootLoader>, Vec<String>
     (found, warnings)
 }
 
-/// Checks the boot chain of `disk` offline. With the loaders recorded in a snapshot, each is
-/// checked against what was captured; without, whatever is found on the disk is checked.
-pub fn check(disk: &Disk, layout: &DiskLayout, captured: Option<&[BootLoader]>) -> Vec<Link> {
-    let boot_sig = disk
-        .read_vec(0, 512)
-        .map(|s| s[510] == 0x55 && s[511] == 0xAA)
-        .unwrap_or(false);
-    let mut links = vec![Link::new(
-        "boot signature",
-        boot_sig,
-        if boot_sig {
-            "LBA 0 ends in 0x55AA"
-        } else {
-            "LBA 0 lacks the 0x55AA boot signature"
-        },
-    )];
+/// The UEFI loaders recorded for a disk, if it has an ESP.
+pub fn uefi_of(loaders: &[BootLoader]) -> Option<&esp::Uefi> {
+    loaders.iter().find_map(|l| match l {
+        BootLoader::Uefi(u) => Some(u),
+        _ => None,
+    })
+}
+
+/// The firmware a boot path is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    Bios,
+    Uefi,
+}
+
+impl std::fmt::Display for Firmware {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+        })
+    }
+}
+
+/// What a disk's boot chain is checked against: the loaders recorded in a snapshot, and
+/// whether the snapshot's disk was set up to boot by BIOS (boot code, a BIOS boot partition).
+#[derive(Default)]
+pub struct Reference<'a> {
+    pub loaders: Option<&'a [BootLoader]>,
+    pub bios: bool,
+    /// Links found by comparing the disk's boot bytes with the snapshot (boot regions, the
+    /// BIOS boot partition, ESP files), each for one firmware path.
+    pub compared: Vec<(Firmware, Link)>,
+}
+
+/// One firmware path of a disk: why the disk is set up for it, and its links.
+#[derive(Clone, Debug, Serialize)]
+pub struct PathReport {
+    pub firmware: Firmware,
+    /// Why this disk has this path ("BIOS boot partition 1", "ESP partition 1", "the snapshot").
+    pub because: String,
+    pub whole: bool,
+    pub links: Vec<Link>,
+}
+
+impl PathReport {
+    /// "bios: ok" / "bios: broken: boot code is zero"
+    pub fn summary(&self) -> String {
+        match self.links.iter().find(|l| !l.ok) {
+            None => format!("{}: ok", self.firmware),
+            Some(l) => format!("{}: broken: {}", self.firmware, l.detail),
+        }
+    }
+}
+
+/// Checks every firmware path the disk was set up for, offline. A BIOS path exists when the
+/// disk has a BIOS boot partition, GRUB or EXTLINUX boot code, or the reference says so; a UEFI
+/// path when it has an ESP (or the reference's loaders include one). `only` narrows the check
+/// to one firmware.
+pub fn check(
+    disk: &Disk,
+    layout: &DiskLayout,
+    reference: &Reference,
+    only: Option<Firmware>,
+) -> Vec<PathReport> {
+    let ss = u64::from(disk.logical_sector_size);
+    let lba0 = disk.read_vec(0, ss).unwrap_or_default();
     let detected;
-    let loaders = match captured {
+    let loaders = match reference.loaders {
         Some(c) => c,
         None => {
             detected = detect(disk, layout).0;
             &detected[..]
         }
     };
-    if loaders.is_empty() && captured.is_none() {
-        match grub_bios::read(disk, layout) {
-            Some(Err(why)) => links.push(Link::new("grub-bios: core image", false, &why)),
-            _ => links.push(Link::new(
-                "boot loader",
-                false,
-                "no boot loader recognised on this disk",
-            )),
-        }
-    }
-    for l in loaders {
-        match l {
-            BootLoader::GrubBios(g) => {
-                links.extend(grub_bios::check(disk, layout, captured.map(|_| g)))
+    let captured = reference.loaders.is_some();
+    let mut paths = Vec::new();
+
+    // BIOS: boot code in LBA 0, then whatever it loads.
+    let bios_part = layout.partitions.iter().find(|p| p.role == "bios-boot");
+    let extlinux_vbrs = extlinux::read(disk, layout);
+    let bios_because = if let Some(p) = bios_part {
+        Some(format!("BIOS boot partition {}", p.number))
+    } else if grub_bios::is_grub_boot_code(&lba0) {
+        Some("GRUB boot code in LBA 0".to_string())
+    } else if !extlinux_vbrs.is_empty() {
+        Some("an EXTLINUX volume boot record".to_string())
+    } else if loaders
+        .iter()
+        .any(|l| matches!(l, BootLoader::GrubBios(_) | BootLoader::Extlinux(_)))
+    {
+        Some("the snapshot's BIOS boot loader".to_string())
+    } else if reference.bios {
+        Some("the snapshot's boot code".to_string())
+    } else {
+        None
+    };
+    if let Some(because) = bios_because {
+        let sig = lba0.len() >= 512 && lba0[510] == 0x55 && lba0[511] == 0xAA;
+        let mut links = vec![Link::new(
+            "boot signature",
+            sig,
+            if sig {
+                "LBA 0 ends in 0x55AA"
+            } else {
+                "LBA 0 lacks the 0x55AA boot signature"
+            },
+        )];
+        let code = &lba0[..lba0.len().min(440)];
+        let zero = code.iter().all(|&b| b == 0);
+        links.push(Link::new(
+            "boot code",
+            !zero,
+            &if zero {
+                "boot code is zero".to_string()
+            } else {
+                recognise_boot_code(&lba0)
+            },
+        ));
+        let mut bios_loaders = 0;
+        for l in loaders {
+            match l {
+                BootLoader::GrubBios(g) => {
+                    bios_loaders += 1;
+                    links.extend(grub_bios::check(disk, layout, captured.then_some(g)));
+                }
+                BootLoader::Extlinux(e) => {
+                    bios_loaders += 1;
+                    links.extend(extlinux::check(disk, layout, e));
+                }
+                BootLoader::Uefi(_) => {}
             }
-            BootLoader::Extlinux(e) => links.extend(extlinux::check(disk, layout, e)),
-            BootLoader::Uefi(u) => links.extend(check_uefi(disk, layout, u, captured.is_some())),
         }
+        if bios_loaders == 0 && !captured {
+            // Nothing recognised: a GRUB whose chain is broken still says where.
+            match grub_bios::read(disk, layout) {
+                Some(Err(why)) => links.push(Link::new("grub-bios: core image", false, &why)),
+                _ if bios_part.is_some() => links.push(Link::new(
+                    "grub-bios: boot code",
+                    false,
+                    "the disk has a BIOS boot partition but LBA 0 holds no GRUB boot code",
+                )),
+                _ => {}
+            }
+        }
+        links.extend(
+            reference
+                .compared
+                .iter()
+                .filter(|(f, _)| *f == Firmware::Bios)
+                .map(|(_, l)| l.clone()),
+        );
+        paths.push(PathReport {
+            firmware: Firmware::Bios,
+            because,
+            whole: links.iter().all(|l| l.ok),
+            links,
+        });
     }
-    links
+
+    // UEFI: an ESP, its files, NVRAM entries that name it.
+    let esp_part = layout.partitions.iter().find(|p| p.role == "esp");
+    let uefi = uefi_of(loaders);
+    let uefi_because = match (esp_part, uefi) {
+        (Some(p), _) => Some(format!("ESP partition {}", p.number)),
+        (None, Some(u)) => Some(format!("the snapshot's ESP partition {}", u.esp_partition)),
+        (None, None) => None,
+    };
+    if let Some(because) = uefi_because {
+        let mut links = match uefi {
+            Some(u) => check_uefi(disk, layout, u, captured),
+            None => vec![Link::new(
+                "uefi: ESP",
+                false,
+                "the ESP's FAT filesystem cannot be read",
+            )],
+        };
+        links.extend(
+            reference
+                .compared
+                .iter()
+                .filter(|(f, _)| *f == Firmware::Uefi)
+                .map(|(_, l)| l.clone()),
+        );
+        paths.push(PathReport {
+            firmware: Firmware::Uefi,
+            because,
+            whole: links.iter().all(|l| l.ok),
+            links,
+        });
+    }
+    if let Some(f) = only {
+        paths.retain(|p| p.firmware == f);
+    }
+    paths
 }
 
 fn check_uefi(disk: &Disk, layout: &DiskLayout, want: &esp::Uefi, compare: bool) -> Vec<Link> {
@@ -227,135 +378,42 @@ pub fn recognise_boot_code(lba0: &[u8]) -> String {
 #[derive(Clone, Debug, Serialize)]
 pub struct ChainReport {
     pub disk: String,
+    /// Every firmware path checked is whole (and at least one exists).
     pub whole: bool,
+    pub paths: Vec<PathReport>,
+    /// Every link of every path, in order (a link shared by paths is listed once per path).
     pub links: Vec<Link>,
 }
 
-/// Reads the disk's current layout and checks its chain; a table that cannot be read is a
-/// broken link, not an error.
-pub fn check_disk(disk: &Disk, captured: Option<&[BootLoader]>) -> ChainReport {
-    let links = match crate::disk::layout::read_layout(disk) {
-        Ok(layout) => check(disk, &layout, captured),
-        Err(e) => vec![Link::new("partition table", false, &format!("{e:#}"))],
+/// Reads the disk's current layout and checks each firmware path; a table that cannot be
+/// read is a broken link, not an error, and a disk with no boot path at all is not whole.
+pub fn check_disk(disk: &Disk, reference: &Reference, only: Option<Firmware>) -> ChainReport {
+    let paths = match crate::disk::layout::read_layout(disk) {
+        Ok(layout) => check(disk, &layout, reference, only),
+        Err(e) => vec![PathReport {
+            firmware: only.unwrap_or(Firmware::Bios),
+            because: "the disk".into(),
+            whole: false,
+            links: vec![Link::new("partition table", false, &format!("{e:#}"))],
+        }],
     };
+    let mut links: Vec<Link> = paths.iter().flat_map(|p| p.links.clone()).collect();
+    if paths.is_empty() {
+        links.push(Link::new(
+            "boot loader",
+            false,
+            &match only {
+                Some(f) => format!("the disk is not set up to boot by {f}"),
+                None => "no boot loader recognised on this disk (no boot code, BIOS boot partition or ESP)".into(),
+            },
+        ));
+    }
     ChainReport {
         disk: disk.path.display().to_string(),
-        whole: links.iter().all(|l| l.ok),
+        whole: !paths.is_empty() && paths.iter().all(|p| p.whole),
+        paths,
         links,
     }
-}
-
-/// What a restore should do about the UEFI boot entry of a disk's ESP.
-pub enum EntryDecision {
-    /// No UEFI loader on this disk.
-    NotUefi,
-    /// Nothing written to NVRAM, and why.
-    Skip { reason: String },
-    /// NVRAM already has a matching entry.
-    Present { number: u16, file: String },
-    /// Create this entry and put it first in BootOrder.
-    Create {
-        option: efivars::LoadOption,
-        dir: std::path::PathBuf,
-    },
-}
-
-/// The loader a boot entry should start: the captured NVRAM entry's file for this ESP when
-/// known, else shim, else GRUB, else systemd-boot, in a vendor directory, else the fallback.
-fn entry_file(uefi: &esp::Uefi, guid: &[u8; 16], nvram: Option<&efivars::Nvram>) -> String {
-    if let Some(nv) = nvram {
-        for (name, data) in &nv.variables {
-            if !name.starts_with("Boot") || name == "BootOrder" {
-                continue;
-            }
-            let bytes: Vec<u8> = (0..data.len() / 2)
-                .filter_map(|i| u8::from_str_radix(&data[2 * i..2 * i + 2], 16).ok())
-                .collect();
-            if let Some(opt) = bytes
-                .get(4..)
-                .and_then(|d| efivars::LoadOption::parse(d).ok())
-                && opt.hard_drive.as_ref().is_some_and(|h| &h.guid == guid)
-                && let Some(f) = opt.file
-            {
-                return f;
-            }
-        }
-    }
-    let vendor = |name: &str| esp::vendor_file(&uefi.files, name);
-    let pick = vendor("shimx64.efi")
-        .or_else(|| vendor("grubx64.efi"))
-        .or_else(|| vendor("systemd-bootx64.efi"));
-    pick.map(|f| f.path.clone())
-        .unwrap_or_else(|| esp::FALLBACK.to_string())
-        .replace('/', "\\")
-}
-
-/// Decides about the NVRAM entry for a restored disk. `is_device`: only a real disk of this
-/// machine gets an entry in this machine's NVRAM, never an image file.
-pub fn entry_decision(
-    loaders: &[BootLoader],
-    partitions: &[crate::disk::layout::PartitionInfo],
-    sector_size: u64,
-    nvram: Option<&efivars::Nvram>,
-    is_device: bool,
-    allowed: bool,
-) -> EntryDecision {
-    let Some(uefi) = loaders.iter().find_map(|l| {
-        if let BootLoader::Uefi(u) = l {
-            Some(u)
-        } else {
-            None
-        }
-    }) else {
-        return EntryDecision::NotUefi;
-    };
-    let fallback = esp::find(&uefi.files, esp::FALLBACK).is_some();
-    let carry = if fallback {
-        "the removable fallback path \\EFI\\BOOT\\BOOTX64.EFI on the ESP carries the boot"
-    } else {
-        "the ESP has no \\EFI\\BOOT\\BOOTX64.EFI either: firmware whose NVRAM does not know this disk will not boot it"
-    };
-    let skip = |why: &str| EntryDecision::Skip {
-        reason: format!("no NVRAM entry written: {why}; {carry}"),
-    };
-    if !allowed {
-        return skip("--no-nvram");
-    }
-    if !is_device {
-        return skip("the target is an image file, not a disk of this machine");
-    }
-    let Some(dir) = efivars::efivars_dir() else {
-        return skip("not running on UEFI (no efivarfs)");
-    };
-    let Some(p) = partitions.iter().find(|p| p.number == uefi.esp_partition) else {
-        return skip("the ESP is not in the snapshot's table");
-    };
-    let Some(guid) = p
-        .guid
-        .as_deref()
-        .and_then(crate::disk::gpt::guid_from_string)
-    else {
-        return skip("the ESP is not on a GPT disk");
-    };
-    let file = entry_file(uefi, &guid, nvram);
-    let option = efivars::option_for(
-        "restored",
-        p.number,
-        p.offset / sector_size,
-        p.size / sector_size,
-        guid,
-        &file,
-    );
-    for (n, o) in efivars::boot_entries(&dir) {
-        if o.hard_drive == option.hard_drive
-            && o.file
-                .as_deref()
-                .is_some_and(|f| f.eq_ignore_ascii_case(&file))
-        {
-            return EntryDecision::Present { number: n, file };
-        }
-    }
-    EntryDecision::Create { option, dir }
 }
 
 /// On a UEFI system: every Boot#### entry that names a partition of this disk (by its GUID)

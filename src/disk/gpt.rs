@@ -240,14 +240,21 @@ pub fn grow_last(
     entries[at..at + 8].copy_from_slice(&last_usable_lba.to_le_bytes());
     Ok((
         last.number,
-        last.last_lba + 1 - last.first_lba,
-        last_usable_lba + 1 - last.first_lba,
+        (last.last_lba + 1).saturating_sub(last.first_lba),
+        (last_usable_lba + 1).saturating_sub(last.first_lba),
     ))
 }
 
 /// Sets a header's entry-array CRC for `entries` and recomputes the header CRC.
 pub fn set_entries_crc(header: &mut [u8], entries: &[u8]) -> Result<()> {
+    ensure!(header.len() >= 92, "GPT header sector is truncated");
     let h = GptHeader::parse(header, u64_at(header, 24))?;
+    ensure!(
+        entries.len() as u64 >= h.entries_bytes(),
+        "GPT entry array holds {} bytes, its header says {}",
+        entries.len(),
+        h.entries_bytes()
+    );
     let crc = crc32fast::hash(&entries[..h.entries_bytes() as usize]);
     header[88..92].copy_from_slice(&crc.to_le_bytes());
     set_crc(header);

@@ -66,6 +66,11 @@ pub struct PartitionInfo {
     pub attributes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filesystem: Option<String>,
+    /// The filesystem's own UUID and label: what tells one system's disk from another's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_label: Option<String>,
 }
 
 impl PartitionInfo {
@@ -185,8 +190,26 @@ fn whole_disk(disk: &Disk) -> DiskLayout {
             guid: None,
             label: None,
             attributes: 0,
-            filesystem: fs::detect(disk, 0, disk.size),
+            ..with_fs(disk, 0, disk.size)
         }],
+    }
+}
+
+/// The filesystem fields of a partition at `offset` (the rest default, for struct update).
+fn with_fs(disk: &Disk, offset: u64, size: u64) -> PartitionInfo {
+    let id = fs::identify(disk, offset, size);
+    PartitionInfo {
+        number: 0,
+        offset,
+        size,
+        type_id: String::new(),
+        role: String::new(),
+        guid: None,
+        label: None,
+        attributes: 0,
+        filesystem: id.kind,
+        fs_uuid: id.uuid,
+        fs_label: id.label,
     }
 }
 
@@ -259,7 +282,7 @@ fn read_gpt(disk: &Disk) -> Result<DiskLayout> {
             guid: Some(gpt::guid_to_string(&e.part_guid)),
             label: Some(e.name).filter(|n| !n.is_empty()),
             attributes: e.attributes,
-            filesystem: fs::detect(disk, offset, size),
+            ..with_fs(disk, offset, size)
         });
     }
     let backup_h = backup.header.as_ref().ok().filter(|_| backup.is_valid());
@@ -354,7 +377,7 @@ fn read_mbr(disk: &Disk) -> Result<DiskLayout> {
             guid: None,
             label: None,
             attributes: u64::from(e.boot),
-            filesystem: fs::detect(disk, offset, size),
+            ..with_fs(disk, offset, size)
         });
     }
     for (i, logical) in table.logical_partitions.iter().enumerate() {

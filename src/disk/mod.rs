@@ -128,7 +128,21 @@ impl Disk {
         Ok(buf)
     }
 
+    /// Refuses a write that would leave the disk: nothing ever grows an image file or
+    /// reaches past the end of a device, whatever a plan says.
+    fn check_within(&self, offset: u64, len: u64) -> Result<()> {
+        if offset.checked_add(len).is_none_or(|end| end > self.size) {
+            bail!(
+                "refusing to write {len} bytes at offset {offset} of {}: that is beyond its end ({} bytes)",
+                self.path.display(),
+                self.size
+            );
+        }
+        Ok(())
+    }
+
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.check_within(offset, buf.len() as u64)?;
         self.file.write_all_at(buf, offset).with_context(|| {
             format!(
                 "writing {} bytes at offset {offset} of {}",
@@ -141,6 +155,7 @@ impl Disk {
     /// Makes a range read as zeroes: unmapped where the device or file system guarantees
     /// zeroes afterwards, else written.
     pub fn write_zeroes(&self, offset: u64, len: u64, zeros: &[u8]) -> Result<()> {
+        self.check_within(offset, len)?;
         let done = if self.is_block_device {
             blockdev::zero_range(&self.file, self.sysfs().as_deref(), offset, len)
         } else {

@@ -50,6 +50,22 @@ pub fn human(plan: &Plan) -> String {
             d.target_sector_size,
             d.mapping
         );
+        if let Some(f) = &d.foreign {
+            let _ = writeln!(
+                out,
+                "  FOREIGN DISK: {} holds another system's data: {}.",
+                d.target.display(),
+                f.why
+            );
+            let _ = writeln!(out, "  A restore destroys:");
+            for line in f.destroyed() {
+                let _ = writeln!(out, "    {line}");
+            }
+            let _ = writeln!(
+                out,
+                "  apply refuses this disk unless --overwrite-foreign is given."
+            );
+        }
         let rows: Vec<[String; 4]> = d
             .actions
             .iter()

@@ -78,7 +78,7 @@ fn shard(kind: &str, id: &ChunkId) -> String {
 
 impl Store {
     /// Opens an existing store; a path that holds no store is an error, never created.
-    pub fn open(location: &str) -> Result<Store> {
+    pub fn open(location: &Location) -> Result<Store> {
         let backend = backend_for(location)?;
         let raw = match backend.get("config.json") {
             Ok(raw) => raw,
@@ -98,7 +98,7 @@ impl Store {
     }
 
     /// Opens the store, creating it with `chunk_size` when the location is new or empty.
-    pub fn open_or_create(location: &str, chunk_size: Option<u32>) -> Result<(Store, bool)> {
+    pub fn open_or_create(location: &Location, chunk_size: Option<u32>) -> Result<(Store, bool)> {
         let backend = backend_for(location)?;
         if backend.exists("config.json")? {
             let store = Store::open(location)?;
@@ -112,10 +112,10 @@ impl Store {
             return Ok((store, false));
         }
         backend.writable()?;
-        let not_empty = match Location::parse(location)? {
+        let not_empty = match location {
             Location::Local(local) => {
                 local.exists()
-                    && std::fs::read_dir(&local)
+                    && std::fs::read_dir(local)
                         .map(|mut d| d.next().is_some())
                         .unwrap_or(true)
             }
@@ -266,7 +266,8 @@ pub fn parse_catalogue(raw: &[u8]) -> Result<Vec<String>> {
     Ok(c.snapshots)
 }
 
-/// Where a store lives, from `--store`: a path or file:// URL, http(s)://, or s3://.
+/// Where a store lives, from `--store`: a path or file:// URL, http(s)://, or s3://. Parsed
+/// once, where the text enters the program; a saved plan carries it in its text form.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {
     Local(PathBuf),
@@ -302,11 +303,55 @@ impl Location {
             ),
         })
     }
+
+    /// The same location with a relative directory made absolute, for a plan file that may be
+    /// applied from another working directory.
+    pub fn absolute(&self) -> Result<Location> {
+        Ok(match self {
+            Location::Local(p) => Location::Local(
+                std::path::absolute(p)
+                    .with_context(|| format!("resolving store path {}", p.display()))?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    /// The directory of a local store, so guards can refuse a target that holds it.
+    pub fn local_path(&self) -> Option<&std::path::Path> {
+        match self {
+            Location::Local(p) => Some(p),
+            _ => None,
+        }
+    }
 }
 
-fn backend_for(location: &str) -> Result<Box<dyn Backend>> {
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Local(p) => write!(f, "{}", p.display()),
+            Location::Http(url) => f.write_str(url),
+            Location::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+impl Serialize for Location {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Location {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Location::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+fn backend_for(location: &Location) -> Result<Box<dyn Backend>> {
     let opts = remote::options();
-    Ok(match Location::parse(location)? {
+    Ok(match location.clone() {
         Location::Local(path) => Box::new(LocalBackend::new(&path)),
         Location::Http(url) => Box::new(retry::Retrying::new(
             Box::new(http::HttpBackend::new(&url, &opts)?),

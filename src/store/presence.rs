@@ -105,7 +105,7 @@ mod tests {
     #[test]
     fn both_ways_find_the_one_missing_chunk() {
         let dir = tempfile::tempdir().unwrap();
-        let location = dir.path().join("store").display().to_string();
+        let location = crate::store::Location::Local(dir.path().join("store"));
         let (store, _) = Store::open_or_create(&location, None).unwrap();
         let mut ids: Vec<ChunkId> = (0..LIST_FROM as u32 + 10)
             .map(|i| {

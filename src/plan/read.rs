@@ -1,36 +1,132 @@
-//! Diagnosis of one target disk against one snapshot disk: reads the target (never writes),
-//! compares table sectors, boot regions and partition chunks, and decides per component.
-//! Contents are always compared at the snapshot's offsets: after apply the table is the
-//! snapshot's, so that is where every partition's bytes must be correct.
+//! The reading half of the planner: looks at one target disk (never writes) and compares it
+//! with one snapshot disk: table sectors, boot regions, partition chunks, the ESP's files and
+//! this machine's NVRAM. The result is `Findings` and a fingerprint of everything read; no
+//! verdict is made here (`decide` makes them). Contents are always compared at the
+//! snapshot's offsets: after apply the table is the snapshot's, so that is where every
+//! partition's bytes must be correct.
 
-use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use super::{Action, Component, DiskPlan, Mode, Settings, Totals, Verb, table};
-use crate::boot::relocate;
+use super::relocate::{self, ChunkPatch};
+use super::{Action, ComponentId, Mode, Settings, table};
+use crate::boot::efivars::{self, LoadOption};
+use crate::boot::esp::{self, EspFile};
 use crate::chunk::ChunkId;
 use crate::disk::extfs::{ChunkUse, UsedMap};
-use crate::disk::layout::{self, TableInfo};
+use crate::disk::layout::{self, DiskLayout, TableInfo};
 use crate::disk::{Disk, fs, scan};
 use crate::manifest::DiskRecord;
 use crate::progress::Progress;
 use crate::store::Store;
 use crate::store::index::ChunkIndex;
-use crate::units;
 
 /// Regions larger than this are only spot-checked by a quick plan.
 const QUICK_REGION_LIMIT: u64 = 16 << 20;
 
-pub fn diagnose(
+/// What reading one target against one snapshot disk found.
+pub struct Findings {
+    pub target_size: u64,
+    pub sector_size: u32,
+    pub is_block_device: bool,
+    /// BLAKE3 (hex) over everything read from the target, in a fixed order.
+    pub fingerprint: String,
+    /// The read rate measured on large reads, for the time estimate.
+    pub rate: Option<f64>,
+    /// The target's own layout as it is now (None when unreadable).
+    pub current: Option<DiskLayout>,
+    pub table: TableFinding,
+    pub regions: Vec<RegionFinding>,
+    pub partitions: Vec<PartitionFinding>,
+    /// The files on the target at the snapshot's ESP, when the snapshot has one.
+    pub esp_files: Option<Vec<EspFile>>,
+    /// This machine's NVRAM boot entries; None when it is not a UEFI system.
+    pub nvram: Option<NvramFinding>,
+    /// --grow-last: what grows.
+    pub grown: Option<String>,
+    /// Why apply would refuse the target right now (mounted, swap, ...), if it would.
+    pub in_use: Option<String>,
+    pub not_checked: Vec<String>,
+}
+
+pub struct NvramFinding {
+    /// Boot#### entries that parse.
+    pub entries: Vec<(u16, LoadOption)>,
+    /// Every Boot#### number in use, also by entries that do not parse.
+    pub used: Vec<u16>,
+}
+
+pub enum TableFinding {
+    /// The snapshot disk has no partition table.
+    None,
+    /// --keep-table: the target's own table stays.
+    Kept,
+    Compared {
+        /// Every sector the target must end up with, in write order.
+        expected: Vec<table::TableSectorBytes>,
+        /// Positions (in `expected`) of the sectors whose bytes differ on the target.
+        differing: Vec<usize>,
+        /// The table as an operator would describe it ("GPT primary: header is blank; ...").
+        state: String,
+    },
+}
+
+pub struct RegionFinding {
+    pub name: String,
+    pub offset: u64,
+    pub length: u64,
+    pub index: ChunkId,
+    pub check: RegionCheck,
+}
+
+pub enum RegionCheck {
+    /// Not compared: it lies beyond the end of the target.
+    BeyondEnd,
+    /// Not compared: a table sector of this target (or, on a kept table, a partition) lies there.
+    OverlapsTable,
+    Compared(Comparison),
+}
+
+/// A chunked component compared with its index.
+pub struct Comparison {
+    /// The index as stored.
+    pub stored: ChunkIndex,
+    /// The chunks it must hold after boot-loader patches (None: nothing is patched).
+    pub patched: Option<ChunkIndex>,
+    pub patches: Vec<ChunkPatch>,
+    /// Chunk numbers whose bytes on the target differ from `effective`.
+    pub differ: Vec<u64>,
+}
+
+impl Comparison {
+    /// The chunks the target must hold.
+    pub fn effective(&self) -> &ChunkIndex {
+        self.patched.as_ref().unwrap_or(&self.stored)
+    }
+}
+
+pub struct PartitionFinding {
+    pub number: u32,
+    /// Where the snapshot had it, and where it goes on the target (differs under --keep-table).
+    pub snapshot_offset: u64,
+    pub offset: u64,
+    pub size: u64,
+    pub holds: String,
+    pub index: ChunkId,
+    /// The current table puts this partition number elsewhere (it is written in full).
+    pub moved: Option<String>,
+    pub comparison: Comparison,
+}
+
+pub fn read(
     store: &Store,
     d: &DiskRecord,
     disk: &Disk,
     settings: &Settings,
     progress: &dyn Progress,
-) -> Result<(DiskPlan, Option<f64>)> {
+) -> Result<Findings> {
     let mode = settings.mode;
     ensure!(
         disk.logical_sector_size == d.logical_sector_size,
@@ -49,10 +145,7 @@ pub fn diagnose(
         None
     };
     let expected = if placement.is_some() {
-        table::Expected {
-            sectors: Vec::new(),
-            grown: None,
-        }
+        table::Expected::default()
     } else {
         table::expected(store, d, disk.size, settings.grow_last).with_context(|| {
             format!(
@@ -62,48 +155,57 @@ pub fn diagnose(
             )
         })?
     };
-    let expected_table = expected.sectors;
     let patches = match &placement {
         Some(pl) => relocate::patches(d, u64::from(store.config.chunk_size), &|n| {
             pl.get(&n).copied()
         })?,
         None => Vec::new(),
     };
+    if let Some(pl) = &placement {
+        // A BIOS boot partition may be smaller when the core image fits (checked just above),
+        // but what is written must still fit the target's partition.
+        for p in &d.partitions {
+            if let Some(&(_, size)) = pl.get(&p.info.number)
+                && size < p.info.size
+            {
+                bail!(
+                    "--keep-table: partition {} on the target holds {} bytes, the snapshot's {} ({} bytes) does not fit; make it at least that large",
+                    p.info.number,
+                    size,
+                    p.info.title(),
+                    p.info.size
+                );
+            }
+        }
+    }
     let mut fp = blake3::Hasher::new();
     fp.update(format!("{:?} {} {}", mode, disk.size, disk.logical_sector_size).as_bytes());
-    let mut actions = Vec::new();
-    // Every stored chunk the plan will fetch, with where it goes, for the presence check.
-    let mut needed = Needed::default();
-    let mut notes: Vec<String> = expected.grown.into_iter().collect();
-    if let Err(e) = crate::disk::guard::check_writable(disk, None) {
-        notes.push(format!("apply will refuse this target now: {e:#}"));
-    }
     let mut not_checked = Vec::new();
 
-    if placement.is_some() {
-        let mut a = Action::new(Component::PartitionTable, d.table.kind(), None, 0, 0, None);
-        a.found = "the target's own table (--keep-table)".into();
-        a.reason =
-            "kept: each partition is restored into the target's partition of the same number"
-                .into();
-        actions.push(a);
-    } else if !matches!(d.table, TableInfo::None) {
-        actions.push(table_action(d, disk, &expected_table, &mut fp)?);
-    }
-    if disk.size != d.size {
-        notes.push(format!(
-            "target is {} ({} bytes), the snapshot disk was {} ({} bytes){}",
-            units::bytes(disk.size),
-            disk.size,
-            units::bytes(d.size),
-            d.size,
-            if matches!(d.table, TableInfo::Gpt { .. }) {
-                "; the GPT backup goes to the end of the target"
-            } else {
-                ""
+    let table = if placement.is_some() {
+        TableFinding::Kept
+    } else if matches!(d.table, TableInfo::None) {
+        TableFinding::None
+    } else {
+        let mut differing = Vec::new();
+        for (i, t) in expected.sectors.iter().enumerate() {
+            let have = disk.read_vec(t.offset, t.bytes.len() as u64)?;
+            fp.update(&have);
+            if have != t.bytes {
+                differing.push(i);
             }
-        ));
-    }
+        }
+        let names: Vec<String> = differing
+            .iter()
+            .map(|&i| expected.sectors[i].name.clone())
+            .collect();
+        let state = table_state(d, disk, &expected.sectors, &names);
+        TableFinding::Compared {
+            expected: expected.sectors,
+            differing,
+            state,
+        }
+    };
 
     let scan_total: u64 = match mode {
         Mode::Deep => {
@@ -116,7 +218,10 @@ pub fn diagnose(
     let started = Instant::now();
     let mut scanned = 0u64;
 
-    let mut table_ranges: Vec<(u64, u64)> = expected_table.iter().map(|t| t.range()).collect();
+    let mut table_ranges: Vec<(u64, u64)> = match &table {
+        TableFinding::Compared { expected, .. } => expected.iter().map(|t| t.range()).collect(),
+        _ => Vec::new(),
+    };
     if let (Some(_), Some(cur)) = (&placement, &current) {
         // On a kept table, regions must not touch the target's table or its partitions.
         table_ranges.extend(
@@ -126,32 +231,22 @@ pub fn diagnose(
         );
         table_ranges.extend(cur.partitions.iter().map(|p| (p.offset, p.end())));
     }
+    let mut regions = Vec::new();
     for r in &d.boot_regions {
-        let end = r.offset + r.length;
-        let overlaps_table = table_ranges.iter().any(|&(s, e)| s < end && r.offset < e);
-        let mut a = Action::new(
-            Component::BootRegion,
-            &r.name,
-            None,
-            r.offset,
-            r.length,
-            Some(r.index),
-        );
-        if end > disk.size || overlaps_table {
-            a.found = "not compared".into();
-            a.action = Verb::Skip;
-            a.reason = if end > disk.size {
-                "lies beyond the end of the target".into()
-            } else {
-                "overlaps where the GPT backup goes on this target".into()
-            };
-            notes.push(format!(
-                "boot region {} ({}) is not restored: {}",
-                r.name,
-                units::bytes(r.length),
-                a.reason
-            ));
-            actions.push(a);
+        let end = r.offset.saturating_add(r.length);
+        let finding = |check| RegionFinding {
+            name: r.name.clone(),
+            offset: r.offset,
+            length: r.length,
+            index: r.index,
+            check,
+        };
+        if end > disk.size {
+            regions.push(finding(RegionCheck::BeyondEnd));
+            continue;
+        }
+        if table_ranges.iter().any(|&(s, e)| s < end && r.offset < e) {
+            regions.push(finding(RegionCheck::OverlapsTable));
             continue;
         }
         let stored = store
@@ -162,8 +257,10 @@ pub fn diagnose(
             "chunk index of boot region {} does not match its length",
             r.name
         );
-        let index = patched(store, &mut a, &stored, &patches)?;
-        let last_chunk = index.chunks.len().saturating_sub(1) as u64;
+        let id = ComponentId::Region(r.name.clone());
+        let (patched_index, region_patches) = patched(store, &id, &stored, &patches)?;
+        let effective = patched_index.as_ref().unwrap_or(&stored);
+        let last_chunk = effective.chunks.len().saturating_sub(1) as u64;
         let only =
             (mode == Mode::Quick && r.length > QUICK_REGION_LIMIT).then(|| vec![0, last_chunk]);
         if only.is_some() {
@@ -175,30 +272,22 @@ pub fn diagnose(
         let differ = compare(
             disk,
             r.offset,
-            &index,
+            effective,
             only.as_deref(),
             None,
             &mut fp,
             progress,
         )?;
         scanned += if only.is_none() { r.length } else { 0 };
-        fill_chunk_action(&mut a, &index, &differ);
-        needed_chunks(&mut needed, &stored, &a, d);
-        if a.action == Verb::Full {
-            a.action = Verb::Write;
-        }
-        a.found = describe_differences(&differ, &index);
-        a.reason = match a.action {
-            Verb::Keep => "equal to the snapshot".into(),
-            _ => format!(
-                "{} of {} chunks differ from the snapshot",
-                differ.len(),
-                index.chunks.len()
-            ),
-        };
-        actions.push(a);
+        regions.push(finding(RegionCheck::Compared(Comparison {
+            stored,
+            patched: patched_index,
+            patches: region_patches,
+            differ,
+        })));
     }
 
+    let mut partitions = Vec::new();
     for p in &d.partitions {
         let info = &p.info;
         let mask = p.used_map(store)?;
@@ -210,26 +299,25 @@ pub fn diagnose(
             "chunk index of {} does not match its size",
             info.title()
         );
-        let name = if info.number == 0 {
-            "whole disk".to_string()
-        } else {
-            format!("partition {}", info.number)
-        };
         let offset = placement
             .as_ref()
             .and_then(|pl| pl.get(&info.number))
             .map(|&(o, _)| o)
             .unwrap_or(info.offset);
-        let mut a = Action::new(
-            Component::Partition,
-            &name,
-            Some(info.number),
-            offset,
-            info.size,
-            Some(p.index),
+        ensure!(
+            offset
+                .checked_add(info.size)
+                .is_some_and(|e| e <= disk.size),
+            "{} of snapshot disk {} ends at byte {}, beyond the end of {} ({} bytes)",
+            info.title(),
+            d.name,
+            offset.saturating_add(info.size),
+            disk.path.display(),
+            disk.size
         );
-        let index = patched(store, &mut a, &stored, &patches)?;
-        a.holds = Some(info.filesystem.clone().unwrap_or_else(|| info.role.clone()));
+        let id = ComponentId::Partition(info.number);
+        let (patched_index, part_patches) = patched(store, &id, &stored, &patches)?;
+        let effective = patched_index.as_ref().unwrap_or(&stored);
         let moved = current
             .as_ref()
             .filter(|_| placement.is_none())
@@ -237,7 +325,11 @@ pub fn diagnose(
                 l.partitions
                     .iter()
                     .find(|c| c.number == info.number && info.number != 0)
-                    .filter(|c| c.offset != info.offset || c.size != info.size)
+                    .filter(|c| {
+                        // --grow-last makes the last partition larger in place: not a move.
+                        let grown = settings.grow_last && c.size > info.size;
+                        c.offset != info.offset || (c.size != info.size && !grown)
+                    })
                     .map(|c| {
                         format!(
                             "the current table puts it at byte {} with {} bytes",
@@ -245,31 +337,36 @@ pub fn diagnose(
                         )
                     })
             });
-        let all: Vec<u64> = (0..index.chunks.len() as u64)
-            .filter(|&i| !index.chunks[i as usize].is_free_marker())
-            .collect();
+        let name = if info.number == 0 {
+            "whole disk".to_string()
+        } else {
+            format!("partition {}", info.number)
+        };
         let differ = match (mode, &moved) {
-            (Mode::Quick, Some(_)) => all.clone(),
+            (Mode::Quick, Some(_)) => (0..effective.chunks.len() as u64)
+                .filter(|&i| !effective.chunks[i as usize].is_free_marker())
+                .collect(),
             (Mode::Quick, None) => {
                 let critical: BTreeSet<u64> =
                     fs::critical_offsets(disk, offset, info.size, info.filesystem.as_deref())
                         .into_iter()
-                        .map(|o| o / u64::from(index.chunk_size))
+                        .map(|o| o / u64::from(effective.chunk_size))
+                        .filter(|&c| c < effective.chunks.len() as u64)
                         .collect();
                 let critical: Vec<u64> = critical.into_iter().collect();
-                let unchecked = index.chunks.len() as u64 - critical.len() as u64;
+                let unchecked = effective.chunks.len() as u64 - critical.len() as u64;
                 if unchecked > 0 {
                     not_checked.push(format!(
                         "{}: {} of {} not hashed (only first, last and superblock chunks)",
                         name,
                         plural(unchecked, "chunk"),
-                        index.chunks.len()
+                        effective.chunks.len()
                     ));
                 }
                 compare(
                     disk,
                     offset,
-                    &index,
+                    effective,
                     Some(&critical),
                     mask.as_ref(),
                     &mut fp,
@@ -278,82 +375,65 @@ pub fn diagnose(
             }
             (Mode::Deep, _) => {
                 scanned += info.size;
-                compare(disk, offset, &index, None, mask.as_ref(), &mut fp, progress)?
+                compare(
+                    disk,
+                    offset,
+                    effective,
+                    None,
+                    mask.as_ref(),
+                    &mut fp,
+                    progress,
+                )?
             }
         };
-        fill_chunk_action(&mut a, &index, &differ);
-        needed_chunks(&mut needed, &stored, &a, d);
-        a.found = match &moved {
-            Some(m) => format!("moved: {m}"),
-            None => describe_differences(&differ, &index),
-        };
-        a.reason = match (a.action, &moved) {
-            (Verb::Keep, _) => "equal to the snapshot".into(),
-            (_, Some(_)) => format!("restored in full at the snapshot's offset {}", info.offset),
-            (Verb::Full, None) => "no chunk matches the snapshot".into(),
-            _ if !a.patches.is_empty() && offset != info.offset => format!(
-                "moved from byte {} to the target's partition at byte {offset}; boot-loader pointers patched",
-                info.offset
-            ),
-            _ if differ.len() == 1 => "only the one chunk that differs is written".into(),
-            _ => format!("only the {} chunks that differ are written", differ.len()),
-        };
-        actions.push(a);
+        partitions.push(PartitionFinding {
+            number: info.number,
+            snapshot_offset: info.offset,
+            offset,
+            size: info.size,
+            holds: info.filesystem.clone().unwrap_or_else(|| info.role.clone()),
+            index: p.index,
+            moved,
+            comparison: Comparison {
+                stored,
+                patched: patched_index,
+                patches: part_patches,
+                differ,
+            },
+        });
     }
     progress.finish();
     let secs = started.elapsed().as_secs_f64();
     let rate = (scanned >= 64 << 20 && secs > 0.0).then(|| scanned as f64 / secs);
 
-    check_chunks_present(store, &needed.list)?;
-    let totals = Totals::of(&actions);
-    Ok((
-        DiskPlan {
-            source: d.name.clone(),
-            target: disk.path.clone(),
-            mapping: String::new(),
-            target_size: disk.size,
-            target_sector_size: disk.logical_sector_size,
-            snapshot_size: d.size,
-            actions,
-            not_checked,
-            notes,
-            fingerprint: fp.finalize().to_hex().to_string(),
-            totals,
-        },
-        rate,
-    ))
-}
+    // The ESP as it is now, for the fallback-loader decision; and the NVRAM entries.
+    let esp_files = crate::boot::uefi_of(&d.boot_loaders).and_then(|u| {
+        let p = partitions.iter().find(|p| p.number == u.esp_partition)?;
+        Some(esp::list_files(disk, p.offset, p.size).unwrap_or_default())
+    });
+    let nvram = efivars::efivars_dir().map(|dir| NvramFinding {
+        entries: efivars::boot_entries(&dir),
+        used: efivars::boot_numbers(&dir),
+    });
 
-impl Action {
-    pub(super) fn new(
-        component: Component,
-        name: &str,
-        number: Option<u32>,
-        offset: u64,
-        length: u64,
-        index: Option<ChunkId>,
-    ) -> Action {
-        Action {
-            component,
-            name: name.to_string(),
-            number,
-            holds: None,
-            found: String::new(),
-            action: Verb::Keep,
-            reason: String::new(),
-            offset,
-            length,
-            bytes_to_write: 0,
-            bytes_to_fetch: 0,
-            chunks_to_write: 0,
-            chunks_to_fetch: 0,
-            chunks_total: 0,
-            index,
-            runs: Vec::new(),
-            table_writes: Vec::new(),
-            patches: Vec::new(),
-        }
-    }
+    Ok(Findings {
+        target_size: disk.size,
+        sector_size: disk.logical_sector_size,
+        is_block_device: disk.is_block_device,
+        fingerprint: fp.finalize().to_hex().to_string(),
+        rate,
+        current,
+        table,
+        regions,
+        partitions,
+        esp_files,
+        nvram,
+        grown: expected.grown,
+        in_use: crate::disk::guard::check_writable(disk, None)
+            .err()
+            .map(|e| format!("{e:#}")),
+        not_checked,
+    })
 }
 
 fn plural(n: u64, what: &str) -> String {
@@ -364,17 +444,7 @@ fn plural(n: u64, what: &str) -> String {
     }
 }
 
-fn describe_differences(differ: &[u64], index: &ChunkIndex) -> String {
-    let n = index.chunks.len() as u64;
-    match differ.len() as u64 {
-        0 => "equal".into(),
-        d if d == n => "every chunk differs".into(),
-        d => format!("{d} of {n} chunks differ"),
-    }
-}
-
 /// Chunk numbers (within the component) whose bytes on the target differ from the index.
-#[allow(clippy::too_many_arguments)]
 fn compare(
     disk: &Disk,
     offset: u64,
@@ -427,74 +497,6 @@ fn compare(
         }
     }
     Ok(differ)
-}
-
-/// Turns the differing chunks into runs and byte counts; zero chunks are written from
-/// memory, not fetched.
-fn fill_chunk_action(a: &mut Action, index: &ChunkIndex, differ: &[u64]) {
-    a.chunks_total = index.chunks.len() as u64;
-    for &i in differ {
-        let (_, len) = index.chunk_range(i);
-        a.bytes_to_write += len;
-        a.chunks_to_write += 1;
-        if !index.chunks[i as usize].is_zero_marker() {
-            a.bytes_to_fetch += len;
-            a.chunks_to_fetch += 1;
-        }
-        match a.runs.last_mut() {
-            Some(run) if run[0] + run[1] == i => run[1] += 1,
-            _ => a.runs.push([i, 1]),
-        }
-    }
-    a.action = match differ.len() as u64 {
-        0 => Verb::Keep,
-        n if n == a.chunks_total => Verb::Full,
-        _ => Verb::Patch,
-    };
-}
-
-fn table_action(
-    d: &DiskRecord,
-    disk: &Disk,
-    expected: &[table::TableSectorBytes],
-    fp: &mut blake3::Hasher,
-) -> Result<Action> {
-    let kind = d.table.kind();
-    let (first, last) = expected.iter().fold((u64::MAX, 0), |(s, e), t| {
-        (s.min(t.offset), e.max(t.range().1))
-    });
-    let mut a = Action::new(
-        Component::PartitionTable,
-        kind,
-        None,
-        first,
-        last - first,
-        None,
-    );
-    let mut differing = Vec::new();
-    for t in expected {
-        let have = disk.read_vec(t.offset, t.bytes.len() as u64)?;
-        fp.update(&have);
-        a.chunks_total += 1;
-        if have != t.bytes {
-            differing.push(t.name.clone());
-            a.bytes_to_write += t.bytes.len() as u64;
-            a.table_writes.push(super::TableWrite {
-                name: t.name.clone(),
-                offset: t.offset,
-                length: t.bytes.len() as u64,
-                hash: t.hash(),
-            });
-        }
-    }
-    a.found = table_state(d, disk, expected, &differing);
-    if differing.is_empty() {
-        a.reason = "intact and equal to the snapshot".into();
-    } else {
-        a.action = Verb::Write;
-        a.reason = format!("rewrite {} from the snapshot", differing.join(", "));
-    }
-    Ok(a)
 }
 
 /// The table as an operator would describe it: which copy is damaged and how.
@@ -559,30 +561,42 @@ fn table_state(
     }
 }
 
-/// Adds the stored chunks the action will fetch (by their ids in the store: patched chunks are
-/// fetched as stored, then patched). Chunks already listed are not added again.
-fn needed_chunks(needed: &mut Needed, stored: &ChunkIndex, a: &Action, d: &DiskRecord) {
-    for &[first, count] in &a.runs {
-        for i in first..first + count {
-            let id = stored.chunks[i as usize];
-            if !id.is_zero_marker() && !id.is_free_marker() && needed.seen.insert(id) {
-                needed
-                    .list
-                    .push((id, format!("{} of disk {}, chunk {i}", a.name, d.name)));
+/// Every chunk the plan will fetch must be in the store: the plan checks before it promises.
+/// Chunks are named by their ids in the store (patched chunks are fetched as stored).
+pub fn check_chunks_present(
+    store: &Store,
+    d: &DiskRecord,
+    f: &Findings,
+    actions: &[Action],
+) -> Result<()> {
+    let stored: HashMap<ComponentId, &ChunkIndex> = f
+        .regions
+        .iter()
+        .filter_map(|r| match &r.check {
+            RegionCheck::Compared(c) => Some((ComponentId::Region(r.name.clone()), &c.stored)),
+            _ => None,
+        })
+        .chain(
+            f.partitions
+                .iter()
+                .map(|p| (ComponentId::Partition(p.number), &p.comparison.stored)),
+        )
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut needed: Vec<(ChunkId, String)> = Vec::new();
+    for a in actions {
+        let Some(index) = stored.get(&a.id) else {
+            continue;
+        };
+        for &[first, count] in &a.runs {
+            for i in first..first.saturating_add(count).min(index.chunks.len() as u64) {
+                let id = index.chunks[i as usize];
+                if !id.is_zero_marker() && !id.is_free_marker() && seen.insert(id) {
+                    needed.push((id, format!("{} of disk {}, chunk {i}", a.name, d.name)));
+                }
             }
         }
     }
-}
-
-/// Chunks to fetch, each once, with where it goes (for the message when one is missing).
-#[derive(Default)]
-struct Needed {
-    seen: BTreeSet<ChunkId>,
-    list: Vec<(ChunkId, String)>,
-}
-
-/// Every chunk the plan will fetch must be in the store: the plan checks before it promises.
-fn check_chunks_present(store: &Store, needed: &[(ChunkId, String)]) -> Result<()> {
     let ids: Vec<ChunkId> = needed.iter().map(|(id, _)| *id).collect();
     if let Some(id) = store.first_missing_chunk(&ids)? {
         let where_ = needed
@@ -603,8 +617,8 @@ fn check_chunks_present(store: &Store, needed: &[(ChunkId, String)]) -> Result<(
 fn keep_table_placement(
     d: &DiskRecord,
     disk: &Disk,
-    current: Option<&layout::DiskLayout>,
-) -> Result<std::collections::HashMap<u32, (u64, u64)>> {
+    current: Option<&DiskLayout>,
+) -> Result<HashMap<u32, (u64, u64)>> {
     let Some(cur) =
         current.filter(|c| c.table.kind() == d.table.kind() && !matches!(d.table, TableInfo::None))
     else {
@@ -614,7 +628,7 @@ fn keep_table_placement(
             d.table.kind()
         );
     };
-    let mut out = std::collections::HashMap::new();
+    let mut out = HashMap::new();
     for p in &d.partitions {
         let Some(t) = cur.partitions.iter().find(|t| t.number == p.info.number) else {
             bail!(
@@ -637,37 +651,51 @@ fn keep_table_placement(
 }
 
 /// The chunk ids a component must end up with after boot-loader patches, and the patches
-/// recorded on the action (with the hash each patched chunk must have).
-fn patched<'a>(
+/// (each with the hash its patched chunk must have).
+fn patched(
     store: &Store,
-    a: &mut Action,
-    stored: &'a ChunkIndex,
+    id: &ComponentId,
+    stored: &ChunkIndex,
     patches: &relocate::Patches,
-) -> Result<Cow<'a, ChunkIndex>> {
-    let Some((_, list)) = patches.iter().find(|(name, _)| *name == a.name) else {
-        return Ok(Cow::Borrowed(stored));
+) -> Result<(Option<ChunkIndex>, Vec<ChunkPatch>)> {
+    let Some((_, list)) = patches.iter().find(|(c, _)| c == id) else {
+        return Ok((None, Vec::new()));
     };
     let mut index = stored.clone();
+    let mut out = Vec::new();
     for patch in list {
         let i = patch.chunk as usize;
         ensure!(
             i < index.chunks.len(),
-            "boot-loader patch beyond the end of {}",
-            a.name
+            "boot-loader patch beyond the end of {id}"
         );
         let (_, len) = index.chunk_range(patch.chunk);
-        let id = index.chunks[i];
-        let mut bytes = if id.is_zero_marker() || id.is_free_marker() {
+        let chunk = index.chunks[i];
+        let mut bytes = if chunk.is_zero_marker() || chunk.is_free_marker() {
             vec![0u8; len as usize]
         } else {
-            store.get_chunk(&id, len as usize)?
+            store.get_chunk(&chunk, len as usize)?
         };
         patch.apply(&mut bytes)?;
         let expected = ChunkId::for_content(&bytes);
         index.chunks[i] = expected;
         let mut p = patch.clone();
         p.expected = Some(expected);
-        a.patches.push(p);
+        out.push(p);
     }
-    Ok(Cow::Owned(index))
+    Ok((Some(index), out))
+}
+
+/// Chunk numbers of a component at `offset` whose bytes on the disk differ from `index`.
+pub fn differing_chunks(disk: &Disk, offset: u64, index: &ChunkIndex) -> Result<Vec<u64>> {
+    let mut fp = blake3::Hasher::new();
+    compare(
+        disk,
+        offset,
+        index,
+        None,
+        None,
+        &mut fp,
+        &crate::progress::Silent,
+    )
 }

@@ -7,45 +7,46 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::BootLoader;
-use super::extlinux::HIDDEN_SECTORS;
-use super::grub_bios::KERNEL_SECTOR;
+use super::ComponentId;
+use crate::boot::BootLoader;
+use crate::boot::extlinux::HIDDEN_SECTORS;
+use crate::boot::grub_bios::KERNEL_SECTOR;
+use crate::hex::Hex;
 use crate::manifest::DiskRecord;
 
 /// Bytes to overwrite in one chunk of a component, after it was fetched and verified.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkPatch {
     pub chunk: u64,
-    /// (offset within the chunk, bytes as hex).
-    pub writes: Vec<(u64, String)>,
+    /// (offset within the chunk, bytes).
+    pub writes: Vec<(u64, Hex)>,
     /// Hash of the chunk after patching; set by the planner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected: Option<crate::chunk::ChunkId>,
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+fn hex(b: &[u8]) -> Hex {
+    Hex(b.to_vec())
 }
 
 impl ChunkPatch {
     pub fn apply(&self, bytes: &mut [u8]) -> Result<()> {
-        for (at, h) in &self.writes {
-            let data: Vec<u8> = (0..h.len() / 2)
-                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16))
-                .collect::<Result<_, _>>()
-                .map_err(|_| anyhow::anyhow!("patch bytes are not hex"))?;
-            let at = *at as usize;
-            if at + data.len() > bytes.len() {
+        for (at, data) in &self.writes {
+            let range = usize::try_from(*at)
+                .ok()
+                .and_then(|at| Some(at..at.checked_add(data.0.len())?))
+                .filter(|r| r.end <= bytes.len());
+            let Some(range) = range else {
                 bail!("patch at byte {at} lies outside the chunk");
-            }
-            bytes[at..at + data.len()].copy_from_slice(&data);
+            };
+            bytes[range].copy_from_slice(&data.0);
         }
         Ok(())
     }
 }
 
-/// Patches per component: ("boot-code" | "partition N", patches).
-pub type Patches = Vec<(String, Vec<ChunkPatch>)>;
+/// Patches per component (the boot-code region, a partition).
+pub type Patches = Vec<(ComponentId, Vec<ChunkPatch>)>;
 
 /// What must change for the recorded boot loaders when partition `number` moves from its
 /// snapshot offset to `new_offset(number)`. Refuses when the new BIOS boot partition is too
@@ -103,7 +104,7 @@ pub fn patches(
                 let delta = (new as i128 - bios.info.offset as i128) / i128::from(ss);
                 let moved = |lba: u64| (lba as i128 + delta) as u64;
                 out.push((
-                    "boot-code".into(),
+                    ComponentId::Region("boot-code".into()),
                     vec![ChunkPatch {
                         chunk: 0,
                         writes: vec![(KERNEL_SECTOR as u64, hex(&moved(g.core_lba).to_le_bytes()))],
@@ -122,7 +123,7 @@ pub fn patches(
                     })
                     .collect();
                 out.push((
-                    format!("partition {}", bios.info.number),
+                    ComponentId::Partition(bios.info.number),
                     vec![ChunkPatch {
                         chunk,
                         writes,
@@ -143,7 +144,7 @@ pub fn patches(
                 let lba = u32::try_from(new / ss)
                     .map_err(|_| anyhow::anyhow!("EXTLINUX partition beyond 2 TiB"))?;
                 out.push((
-                    format!("partition {}", p.info.number),
+                    ComponentId::Partition(p.info.number),
                     vec![ChunkPatch {
                         chunk: 0,
                         writes: vec![(HIDDEN_SECTORS as u64, hex(&lba.to_le_bytes()))],
