@@ -4,61 +4,10 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
-use common::vm::{self, Firmware, OVMF_CODE};
-
-static FIXTURES: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-/// Builds (once per run; kept in target/ between runs) the boot-loader test disks.
-fn fixtures() -> Option<PathBuf> {
-    if !have_root() {
-        return None;
-    }
-    for tool in [
-        "qemu-system-x86_64",
-        "grub-mkimage",
-        "mkfs.vfat",
-        "mcopy",
-        "extlinux",
-        "busybox",
-        "cpio",
-        "sgdisk",
-        "sfdisk",
-    ] {
-        require_tool(tool);
-    }
-    assert!(
-        Path::new(OVMF_CODE).exists(),
-        "OVMF is not installed: run scripts/test.sh"
-    );
-    let mut f = FIXTURES.lock().unwrap_or_else(|e| e.into_inner());
-    if f.is_none() {
-        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/boot-fixtures");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/boot/fixtures.sh");
-        sh("bash", &[p(&script), p(&out)]);
-        *f = Some(out);
-    }
-    f.clone()
-}
-
-/// Boots `disk` and says whether the test kernel's marker appeared.
-fn boots(_tmp: &Tmp, disk: &Path, fw: Firmware, timeout_s: u32) -> bool {
-    vm::boots(disk, fw, timeout_s)
-}
-
-fn copy_fixture(tmp: &Tmp, dir: &Path, name: &str) -> PathBuf {
-    let dst = tmp.path(name);
-    std::fs::copy(dir.join(name), &dst).unwrap();
-    dst
-}
-
-fn check_boot(tmp: &Tmp, disk: &Path) -> (bool, String) {
-    let o = restore(&["check-boot", "--store", &tmp.store(), p(disk)]);
-    assert!(matches!(o.status.code(), Some(0 | 1)), "{}", text(&o));
-    (o.status.success(), text(&o))
-}
+use common::fixtures::{boot_entry_var, boots, check_boot, copy_fixture, fixtures};
+use common::vm::Firmware;
 
 /// Repairs `target` with plan + apply and boots it.
 #[track_caller]
@@ -645,43 +594,8 @@ fn check_boot_follows_nvram_entries_that_name_the_disk() {
     std::fs::create_dir_all(&vars).unwrap();
     let probe: serde_json::Value =
         serde_json::from_str(&ok(&["probe", "--json", p(&disk)])).unwrap();
-    let esp = &probe["partitions"][0];
-    let guid = esp["guid"].as_str().unwrap().replace('-', "");
-    let b: Vec<u8> = (0..16)
-        .map(|i| u8::from_str_radix(&guid[2 * i..2 * i + 2], 16).unwrap())
-        .collect();
-    let mixed = [
-        b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13],
-        b[14], b[15],
-    ];
-    let entry = |file: &str| -> Vec<u8> {
-        let mut path = vec![4u8, 1, 42, 0];
-        path.extend(1u32.to_le_bytes());
-        path.extend(2048u64.to_le_bytes());
-        path.extend((64 * 2048u64).to_le_bytes());
-        path.extend(mixed);
-        path.extend([2, 2]);
-        let name: Vec<u8> = file
-            .encode_utf16()
-            .chain([0])
-            .flat_map(|u| u.to_le_bytes())
-            .collect();
-        path.extend([4, 4]);
-        path.extend(((4 + name.len()) as u16).to_le_bytes());
-        path.extend(name);
-        path.extend([0x7f, 0xff, 4, 0]);
-        let mut v = vec![7, 0, 0, 0];
-        v.extend(1u32.to_le_bytes());
-        v.extend((path.len() as u16).to_le_bytes());
-        v.extend(
-            "debian"
-                .encode_utf16()
-                .chain([0])
-                .flat_map(|u| u.to_le_bytes()),
-        );
-        v.extend(path);
-        v
-    };
+    let guid = probe["partitions"][0]["guid"].as_str().unwrap().to_string();
+    let entry = |file: &str| boot_entry_var(&guid, 1, 2048, 64 * 2048, file);
     let var = vars.join("Boot0001-8be4df61-93ca-11d2-aa0d-00e098032b8c");
     std::fs::write(&var, entry("\\EFI\\debian\\grubx64.efi")).unwrap();
     let env = [("RESTORE_EFIVARS", p(&vars))];

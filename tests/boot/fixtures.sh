@@ -142,6 +142,25 @@ uefi_disk() { # OUT LOADER(grub|shim)
 [ -s uefi-grub.img ] || uefi_disk uefi-grub.img grub
 [ -s uefi-shim.img ] || uefi_disk uefi-shim.img shim
 
+# A hybrid disk, as installers make for machines that may boot either way: GPT with a BIOS
+# boot partition (GRUB for BIOS), an ESP (GRUB for UEFI as the fallback loader) and /boot.
+if [ ! -s hybrid.img ]; then
+    d=$WORK/hybrid.img esp=$WORK/esp.img efi=$WORK/grubx64.efi
+    truncate -s 192M "$d"
+    sgdisk -n1:2048:+1M -t1:ef02 -c1:bios -n2:0:+32M -t2:ef00 -c2:esp -n3:0:+100M -t3:8300 -c3:boot "$d" >/dev/null
+    rm -f "$esp"
+    mkfs.vfat -F 16 -n ESP -C "$esp" $((32 * 1024)) >/dev/null
+    grub-mkimage -O x86_64-efi -o "$efi" -p '(hd0,gpt3)/boot/grub' part_gpt fat ext2 normal
+    mmd -i "$esp" ::/EFI ::/EFI/BOOT ::/EFI/debian
+    mcopy -i "$esp" "$efi" ::/EFI/BOOT/BOOTX64.EFI
+    mcopy -i "$esp" "$efi" ::/EFI/debian/grubx64.efi
+    dd if="$esp" of="$d" bs=1M seek=2 conv=notrunc status=none
+    boot_fs "$WORK/boot.ext4" 100M
+    dd if="$WORK/boot.ext4" of="$d" bs=1M seek=34 conv=notrunc status=none
+    grub_bios "$d" 2048 '(hd0,gpt3)/boot/grub' part_gpt
+    mv "$d" hybrid.img
+fi
+
 # extlinux on an MBR disk: installed into the mounted filesystem by extlinux itself. Through a
 # loop device with --offset, extlinux cannot learn the partition's start, so the volume boot
 # record's hidden-sectors field (0x1c) is set to it afterwards, as on a real partition.

@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod fixtures;
 pub mod servers;
 pub mod vm;
 
