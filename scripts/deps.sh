@@ -29,6 +29,16 @@ ensure_rust() {
     return 1
 }
 
+# rustfmt and clippy, which scripts/test.sh runs first.
+ensure_rust_tools() {
+    cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 && return 0
+    command -v rustup >/dev/null 2>&1 || {
+        echo "cargo fmt / cargo clippy are missing and rustup is not there to add them" >&2
+        return 1
+    }
+    rustup component add rustfmt clippy
+}
+
 # The remote-store tests need python3 (http.server, tests/fault_proxy.py, tests/https_server.py)
 # and moto_server, an S3-compatible server from PyPI (it brings `cryptography`, which
 # tests/https_server.py uses to make a private CA).

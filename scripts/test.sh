@@ -10,12 +10,19 @@ ensure_python_servers
 if [ "$(id -u)" -ne 0 ]; then
     echo "note: not root: loop-device tests are skipped (they fail instead when CI is set)" >&2
 fi
+ensure_rust_tools
+cargo fmt --check
+cargo clippy --locked --all-targets --features test-hooks -- -D warnings
 cargo build --release --locked
 STATIC=$(bash scripts/build-static.sh)
+# The shipped builds (release, static) have no test hooks; tests/hooks.rs checks that they
+# ignore them. The tests themselves run a test build (--features test-hooks).
+export RESTORE_RELEASE_BIN=$PWD/target/release/restore RESTORE_STATIC_BIN=$STATIC
 status=0
-cargo test --locked --no-fail-fast -- --test-threads="${RESTORE_TEST_THREADS:-2}" || status=$?
+cargo test --locked --features test-hooks --no-fail-fast -- --test-threads="${RESTORE_TEST_THREADS:-2}" || status=$?
 # The static binary the rescue image carries passes the same end-to-end tests.
 echo "== end-to-end tests again with the static binary $STATIC"
-RESTORE_TEST_BIN=$STATIC cargo test --locked --no-fail-fast --test roundtrip --test bad_input --test planner \
+RESTORE_TEST_BIN=$STATIC cargo test --locked --features test-hooks --no-fail-fast \
+    --test roundtrip --test bad_input --test planner --test hostile_input \
     -- --test-threads="${RESTORE_TEST_THREADS:-2}" || status=$?
 exit $status

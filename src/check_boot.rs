@@ -29,7 +29,7 @@ fn reference<'a>(store: &Store, d: &'a DiskRecord, disk: &Disk) -> Result<Refere
     let mut bios = d.partitions.iter().any(|p| p.info.role == "bios-boot");
     for r in &d.boot_regions {
         let index = store
-            .get_index(&r.index)
+            .get_index(&r.index, r.length)
             .with_context(|| format!("boot region {} of snapshot disk {}", r.name, d.name))?;
         if r.name == "boot-code" && index.chunks.iter().any(|c| !c.is_zero_marker()) {
             bios = true;
@@ -58,7 +58,7 @@ fn reference<'a>(store: &Store, d: &'a DiskRecord, disk: &Disk) -> Result<Refere
             continue;
         }
         let index = store
-            .get_index(&p.index)
+            .get_index(&p.index, p.info.size)
             .with_context(|| format!("{} of snapshot disk {}", p.info.title(), d.name))?;
         let differ = crate::plan::read::differing_chunks(disk, p.info.offset, &index)?;
         compared.push((

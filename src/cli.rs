@@ -16,13 +16,55 @@ use crate::progress::{self, ProgressMode};
 use crate::store::{self, Location, Store};
 use crate::units;
 
+/// Everything a command prints on standard output goes through here. A closed pipe
+/// (`restore plan | head -1`) ends the output quietly and the command exits with its normal
+/// code; any other failure to write is reported once, at the end, as an error.
+macro_rules! out {
+    ($($arg:tt)*) => { crate::cli::write_stdout(format_args!($($arg)*)) };
+}
+macro_rules! outln {
+    ($($arg:tt)*) => { crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static STDOUT_ERROR: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+pub fn write_stdout(args: std::fmt::Arguments) {
+    use std::sync::atomic::Ordering;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(args).and_then(|_| o.flush()) {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let mut slot = STDOUT_ERROR.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(format!("writing to standard output: {e}"));
+        }
+    }
+}
+
+/// A failure to write standard output other than a closed pipe, if there was one.
+pub fn stdout_error() -> Option<String> {
+    STDOUT_ERROR
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}
+
 /// Exit code of `plan --detailed-exitcode` when the plan has something to write.
 pub const EXIT_CHANGES: i32 = 2;
+
+/// `restore --version`: a test build says so, since only it honours the test hooks.
+#[cfg(feature = "test-hooks")]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (test hooks)");
+#[cfg(not(feature = "test-hooks"))]
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[derive(Parser)]
 #[command(
     name = "restore",
-    version,
+    version = VERSION,
     about = "Bare-metal restore that repairs only what is broken"
 )]
 pub struct Cli {
@@ -238,9 +280,8 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
+    let text = serde_json::to_string_pretty(value)?;
+    outln!("{text}");
     Ok(())
 }
 
@@ -274,7 +315,7 @@ fn run_capture(a: CaptureArgs) -> Result<i32> {
             r.zero_chunks,
             r.free_chunks
         );
-        println!("{}", r.snapshot_id);
+        outln!("{}", r.snapshot_id);
     }
     Ok(0)
 }
@@ -285,14 +326,18 @@ fn run_snapshots(a: SnapshotsArgs) -> Result<i32> {
     if a.json {
         print_json(&list)?;
     } else if list.is_empty() {
-        println!("no snapshots in {}", store.describe());
+        outln!("no snapshots in {}", store.describe());
     } else {
-        println!(
+        outln!(
             "{:<24} {:<24} {:<28} {:>5} {:>10}",
-            "HOST", "SNAPSHOT", "CREATED", "DISKS", "SIZE"
+            "HOST",
+            "SNAPSHOT",
+            "CREATED",
+            "DISKS",
+            "SIZE"
         );
         for s in list {
-            println!(
+            outln!(
                 "{:<24} {:<24} {:<28} {:>5} {:>10}",
                 s.host,
                 s.id,
@@ -312,7 +357,7 @@ fn run_show(a: ShowArgs) -> Result<i32> {
         print_json(&m)?;
         return Ok(0);
     }
-    println!(
+    outln!(
         "snapshot {} of host {}, created {}, chunk size {}",
         m.id,
         m.host,
@@ -320,7 +365,7 @@ fn run_show(a: ShowArgs) -> Result<i32> {
         units::bytes(u64::from(m.chunk_size))
     );
     for d in &m.disks {
-        println!(
+        outln!(
             "\ndisk {} ({}): {} ({} bytes), {}-byte sectors, table {}",
             d.name,
             d.source,
@@ -331,7 +376,7 @@ fn run_show(a: ShowArgs) -> Result<i32> {
         );
         let id = &d.identity;
         if id.model.is_some() || id.serial.is_some() || id.wwn.is_some() {
-            println!(
+            outln!(
                 "  model {} serial {} wwn {}",
                 id.model.as_deref().unwrap_or("-"),
                 id.serial.as_deref().unwrap_or("-"),
@@ -339,7 +384,7 @@ fn run_show(a: ShowArgs) -> Result<i32> {
             );
         }
         for r in &d.boot_regions {
-            println!(
+            outln!(
                 "  boot region {:<16} at {:>12}  {:>10}",
                 r.name,
                 r.offset,
@@ -348,7 +393,7 @@ fn run_show(a: ShowArgs) -> Result<i32> {
         }
         for p in &d.partitions {
             let i = &p.info;
-            println!(
+            outln!(
                 "  {:<28} at {:>12}  {:>10}  {:<10} {:<5} {}{}",
                 i.title(),
                 i.offset,
@@ -472,9 +517,9 @@ fn run_plan(a: PlanArgs) -> Result<i32> {
     if a.common.json {
         print_json(&plan)?;
     } else {
-        print!("{}", plan::render::human(&plan));
+        out!("{}", plan::render::human(&plan));
         if let Some(path) = &a.output {
-            println!(
+            outln!(
                 "Plan saved to {}; carry it out with: restore apply {}",
                 path.display(),
                 path.display()
@@ -521,9 +566,10 @@ fn run_apply(a: ApplyArgs) -> Result<i32> {
         if !a.sel.maps.is_empty() {
             bail!("a saved plan already pairs its disks; --map applies to `apply --store` only");
         }
-        let plan = Plan::load(path)?;
-        if let Some(env) = store_arg(&a.sel)
-            && Location::parse(&env).ok().as_ref() != Some(&plan.store)
+        let mut plan = Plan::load(path)?;
+        let env = store_arg(&a.sel).and_then(|e| Location::parse(&e).ok());
+        if let Some(env) = &env
+            && !env.same_store(&plan.store)
         {
             eprintln!(
                 "note: \"{}\" carries its own store {}; RESTORE_STORE ({env}) is not used",
@@ -531,7 +577,10 @@ fn run_apply(a: ApplyArgs) -> Result<i32> {
                 plan.store
             );
         }
-        let store = Store::open(&plan.store)?;
+        // Credentials are never saved in a plan: they come from RESTORE_STORE again.
+        let location = plan.store.with_credentials_from(env.as_ref())?;
+        let store = Store::open(&location)?;
+        plan.store = location;
         (plan, store)
     } else if store_arg(&a.sel).is_some() {
         let opts = plan_options(&a.sel, a.targets.clone())?;
@@ -555,7 +604,7 @@ fn run_apply(a: ApplyArgs) -> Result<i32> {
     let prepared = apply::prepare(plan, &store, &opts, progress.as_ref())?;
     let plan = prepared.plan.clone();
     if !a.common.json {
-        print!("{}", plan::render::human(&plan));
+        out!("{}", plan::render::human(&plan));
     }
     let report = apply::run(
         prepared,
@@ -566,7 +615,7 @@ fn run_apply(a: ApplyArgs) -> Result<i32> {
     if a.common.json {
         print_json(&serde_json::json!({ "plan": plan, "result": report }))?;
     } else if plan.has_changes() {
-        println!(
+        outln!(
             "Applied: wrote {} ({} chunks, {} table sectors) in {:.1} s{}.",
             units::bytes(report.bytes_written),
             report.chunks_written,
@@ -575,16 +624,16 @@ fn run_apply(a: ApplyArgs) -> Result<i32> {
             if report.verified { ", verified" } else { "" }
         );
         if !report.fallback_loader.is_empty() {
-            println!(
+            outln!(
                 "Added the removable fallback loader to the ESP: {}.",
                 report.fallback_loader.join(", ")
             );
         }
         for e in &report.boot_entries {
-            println!("Created UEFI boot entry {e}, first in BootOrder.");
+            outln!("Created UEFI boot entry {e}, first in BootOrder.");
         }
         for c in &report.boot_check {
-            println!(
+            outln!(
                 "Boot chain of {}: {} ({} links checked).",
                 c.disk,
                 if c.whole { "whole" } else { "BROKEN" },
@@ -600,7 +649,7 @@ fn run_probe(a: ProbeArgs) -> Result<i32> {
     if a.json {
         print_json(&report)?;
     } else {
-        print!("{}", crate::probe::human(&report));
+        out!("{}", crate::probe::human(&report));
     }
     Ok(0)
 }
@@ -635,9 +684,9 @@ fn run_check_boot(a: CheckBootArgs) -> Result<i32> {
         print_json(&report)?;
     } else {
         for path in &report.paths {
-            println!("{} ({}):", path.firmware, path.because);
+            outln!("{} ({}):", path.firmware, path.because);
             for l in &path.links {
-                println!(
+                outln!(
                     "  {} {}: {}",
                     if l.ok { "ok    " } else { "BROKEN" },
                     l.link,
@@ -647,13 +696,13 @@ fn run_check_boot(a: CheckBootArgs) -> Result<i32> {
         }
         if report.paths.is_empty() {
             for l in &report.links {
-                println!("BROKEN {}: {}", l.link, l.detail);
+                outln!("BROKEN {}: {}", l.link, l.detail);
             }
         }
         for path in &report.paths {
-            println!("{}", path.summary());
+            outln!("{}", path.summary());
         }
-        println!(
+        outln!(
             "{}",
             if report.whole {
                 "boot chain whole"

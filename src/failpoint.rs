@@ -1,12 +1,17 @@
 //! Named crash points for tests: `RESTORE_FAILPOINT=name:N` kills the process the N-th time
 //! `name` is reached, as a power cut or SIGKILL would, so tests can prove a rerun repairs.
 //! `name:N:sigint` instead sends the process SIGINT there, as an operator's Ctrl-C would.
+//! Only builds with the `test-hooks` feature have them; elsewhere `hit` does nothing.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(not(feature = "test-hooks"))]
+pub fn hit(_name: &str) {}
 
-static HITS: AtomicU64 = AtomicU64::new(0);
+#[cfg(feature = "test-hooks")]
+static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+#[cfg(feature = "test-hooks")]
 pub fn hit(name: &str) {
+    use std::sync::atomic::Ordering;
     let Ok(spec) = std::env::var("RESTORE_FAILPOINT") else {
         return;
     };

@@ -126,8 +126,158 @@ impl Manifest {
             "manifest {what} has version {} (1 supported)",
             m.version
         );
+        m.check()
+            .with_context(|| format!("manifest {what} is not a valid snapshot manifest"))?;
         Ok(m)
     }
+
+    /// Every count, size and offset later code sizes a read, an allocation or a loop with is
+    /// checked here, once: a damaged or hostile manifest gets one clear error.
+    fn check(&self) -> Result<()> {
+        valid_host(&self.host)?;
+        valid_id(&self.id)?;
+        ensure!(
+            self.chunk_size.is_power_of_two()
+                && (crate::store::MIN_CHUNK_SIZE..=crate::store::MAX_CHUNK_SIZE)
+                    .contains(&self.chunk_size),
+            "chunk size {} is not allowed",
+            self.chunk_size
+        );
+        ensure!(
+            !self.disks.is_empty() && self.disks.len() <= MAX_DISKS,
+            "it records {} disks (1 to {MAX_DISKS} allowed)",
+            self.disks.len()
+        );
+        let mut names = std::collections::BTreeSet::new();
+        for d in &self.disks {
+            ensure!(
+                names.insert(d.name.as_str()) && !d.name.is_empty() && d.name.len() <= 255,
+                "disk names must be unique and non-empty"
+            );
+            d.check().with_context(|| {
+                format!("disk {:?}", d.name.chars().take(64).collect::<String>())
+            })?;
+        }
+        if let Some(nv) = &self.nvram {
+            ensure!(
+                nv.variables.len() <= 4096
+                    && nv
+                        .variables
+                        .iter()
+                        .all(|(n, v)| n.len() <= 64 && v.len() <= 2 * 65536),
+                "its NVRAM record is implausibly large"
+            );
+        }
+        Ok(())
+    }
+}
+
+const MAX_DISKS: usize = 64;
+/// GPT entry arrays up to 4 MiB, plus one sector; an MBR sector or EBR is far smaller.
+const MAX_TABLE_SECTOR: u64 = (4 << 20) + 4096;
+/// Disks larger than this (16 EiB / 16) are not real.
+const MAX_DISK: u64 = 1 << 60;
+
+impl DiskRecord {
+    fn check(&self) -> Result<()> {
+        let within =
+            |offset: u64, len: u64| offset.checked_add(len).is_some_and(|e| e <= self.size);
+        ensure!(
+            self.size > 0 && self.size <= MAX_DISK,
+            "its size {} is not plausible",
+            self.size
+        );
+        ensure!(
+            matches!(self.logical_sector_size, 512 | 1024 | 2048 | 4096)
+                && self.physical_sector_size >= self.logical_sector_size
+                && self.physical_sector_size <= 65536
+                && self.physical_sector_size.is_power_of_two(),
+            "sector sizes {}/{} are not plausible",
+            self.logical_sector_size,
+            self.physical_sector_size
+        );
+        ensure!(
+            self.table_sectors.len() <= 1024
+                && self.boot_regions.len() <= 4096
+                && self.partitions.len() <= 4096
+                && self.boot_loaders.len() <= 64,
+            "it records implausibly many table sectors, regions, partitions or boot loaders"
+        );
+        for t in &self.table_sectors {
+            ensure!(
+                t.length > 0 && t.length <= MAX_TABLE_SECTOR && within(t.offset, t.length),
+                "table sector {:?} at byte {} with {} bytes lies outside the disk or is too large",
+                t.name.chars().take(32).collect::<String>(),
+                t.offset,
+                t.length
+            );
+        }
+        for r in &self.boot_regions {
+            ensure!(
+                r.length > 0 && within(r.offset, r.length) && valid_region_name(&r.name),
+                "boot region {:?} at byte {} with {} bytes lies outside the disk or is misnamed",
+                r.name.chars().take(32).collect::<String>(),
+                r.offset,
+                r.length
+            );
+        }
+        let mut numbers = std::collections::BTreeSet::new();
+        for p in &self.partitions {
+            let i = &p.info;
+            ensure!(
+                i.size > 0 && within(i.offset, i.size) && numbers.insert(i.number),
+                "partition {} at byte {} with {} bytes lies outside the disk or repeats a number",
+                i.number,
+                i.offset,
+                i.size
+            );
+            ensure!(
+                p.used_map_len <= crate::store::MAX_OBJECT
+                    && p.used_map_len.is_multiple_of(16)
+                    && (p.used_map.is_some() || p.used_map_len == 0),
+                "partition {}: its used-space map of {} bytes is not plausible",
+                i.number,
+                p.used_map_len
+            );
+        }
+        for l in &self.boot_loaders {
+            match l {
+                BootLoader::GrubBios(g) => ensure!(
+                    g.sector_list.len() <= 64,
+                    "its GRUB sector list is implausibly long"
+                ),
+                BootLoader::Uefi(u) => ensure!(
+                    u.files.len() <= 100_000 && u.loaders.len() <= 16,
+                    "its ESP file list is implausibly long"
+                ),
+                BootLoader::Extlinux(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Region names as capture gives them: "boot-code", "post-table-gap", "gap-<offset>".
+fn valid_region_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Snapshot ids as capture makes them ("20261129T124007Z-8a320d"): safe as a file name.
+pub fn valid_id(id: &str) -> Result<()> {
+    ensure!(
+        !id.is_empty()
+            && id.len() <= 64
+            && !id.starts_with('.')
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+        "snapshot id {id:?} is not allowed: letters, digits, '-', '_' and '.' only"
+    );
+    Ok(())
 }
 
 /// One line of `restore snapshots`.
@@ -145,6 +295,7 @@ pub fn valid_host(host: &str) -> Result<()> {
         !host.is_empty()
             && host.len() <= 253
             && !host.starts_with('.')
+            && !host.contains("..")
             && host
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
@@ -189,13 +340,15 @@ pub fn list(store: &Store, host: Option<&str>) -> Result<Vec<SnapshotSummary>> {
 
 pub fn load(store: &Store, host: &str, id: &str) -> Result<Manifest> {
     let key = Manifest::key(host, id);
-    let raw = store.get_object(&key).map_err(|e| match e {
-        BackendError::NotFound(_) => anyhow::anyhow!(
-            "snapshot {id} of host {host} not found in store {}",
-            store.describe()
-        ),
-        BackendError::Other(e) => e,
-    })?;
+    let raw = store
+        .get_object(&key, crate::store::MAX_MANIFEST)
+        .map_err(|e| match e {
+            BackendError::NotFound(_) => anyhow::anyhow!(
+                "snapshot {id} of host {host} not found in store {}",
+                store.describe()
+            ),
+            BackendError::Other(e) => e,
+        })?;
     let m = Manifest::parse(&raw, &key)?;
     ensure!(
         m.chunk_size == store.config.chunk_size,

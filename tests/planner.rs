@@ -339,7 +339,7 @@ fn interrupted(c: &Case, env: Option<(&str, &str)>, kill_after_ms: Option<u64>) 
     // Junk in the table area and data, so every phase has something to write.
     write_at(&target, 0, &random_bytes(9, 20_000));
     write_at(&target, DATA5, &random_bytes(8, 4 * MIB as usize));
-    let mut cmd = std::process::Command::new(bin());
+    let mut cmd = std::process::Command::new(if env.is_some() { hooks_bin() } else { bin() });
     cmd.args([
         "apply",
         "--store",

@@ -135,7 +135,7 @@ impl<'a> Work<'a> {
                 match a.component {
                     Component::Partition | Component::BootRegion if !a.runs.is_empty() => {
                         let id = a.index.context("plan action without a chunk index")?;
-                        let index = store.get_index(&id)?;
+                        let index = store.get_index(&id, a.length)?;
                         ensure!(
                             index.length == a.length
                                 && a.runs.iter().all(|&[first, count]| first

@@ -24,9 +24,13 @@ pub struct Nvram {
 
 /// The efivarfs directory of the running system, when it is a mounted UEFI system.
 pub fn efivars_dir() -> Option<PathBuf> {
+    // Test builds may point at an efivarfs-shaped directory instead.
+    #[cfg(feature = "test-hooks")]
     let dir = std::env::var_os("RESTORE_EFIVARS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(EFIVARS));
+    #[cfg(not(feature = "test-hooks"))]
+    let dir = PathBuf::from(EFIVARS);
     let _ = std::fs::read_dir(&dir).ok()?.next()?;
     Some(dir)
 }

@@ -3,7 +3,7 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::ChunkId;
@@ -27,13 +27,38 @@ pub struct Uefi {
     pub files: Vec<EspFile>,
 }
 
-/// A partition of a `Disk` as a read-only file for `fatfs`.
+/// Directories deeper than this are not followed (a directory that names its parent as a
+/// child would otherwise be walked for ever).
+const MAX_DEPTH: usize = 16;
+/// Entries looked at in one ESP, and in one directory (FAT allows 65,536 per directory).
+const MAX_ENTRIES: usize = 100_000;
+const MAX_DIR_ENTRIES: usize = 65_536;
+
+/// A partition of a `Disk` as a file for `fatfs`. Reads are budgeted: a FAT whose cluster
+/// chains loop would otherwise keep `fatfs` reading for ever.
 struct PartitionIo<'a> {
     disk: &'a Disk,
     writable: bool,
     start: u64,
     len: u64,
     pos: u64,
+    /// Bytes that may still be read.
+    budget: u64,
+}
+
+impl<'a> PartitionIo<'a> {
+    fn new(disk: &'a Disk, start: u64, len: u64, writable: bool) -> PartitionIo<'a> {
+        PartitionIo {
+            disk,
+            writable,
+            start,
+            len,
+            pos: 0,
+            // Everything twice, and the directories and FATs on top: far more than any walk
+            // of a sound filesystem reads.
+            budget: len.saturating_mul(2).saturating_add(16 << 20),
+        }
+    }
 }
 
 impl Read for PartitionIo<'_> {
@@ -42,6 +67,12 @@ impl Read for PartitionIo<'_> {
         if n == 0 {
             return Ok(0);
         }
+        if n as u64 > self.budget {
+            return Err(std::io::Error::other(
+                "the FAT filesystem reads far more than it holds (a cluster chain loops)",
+            ));
+        }
+        self.budget -= n as u64;
         self.disk
             .read_at(&mut buf[..n], self.start + self.pos)
             .map_err(std::io::Error::other)?;
@@ -82,32 +113,43 @@ impl Seek for PartitionIo<'_> {
     }
 }
 
-/// Every file of the FAT filesystem at `offset`, with its hash.
+/// Every file of the FAT filesystem at `offset`, with its hash. Bounded on hostile input:
+/// directory depth, entries, bytes read and the files' total size are limited, so a directory
+/// that loops or a cluster chain that cycles is an error, not a hang.
 pub fn list_files(disk: &Disk, offset: u64, size: u64) -> Result<Vec<EspFile>> {
-    let io = PartitionIo {
-        disk,
-        writable: false,
-        start: offset,
-        len: size,
-        pos: 0,
-    };
+    let io = PartitionIo::new(disk, offset, size, false);
     let fs = fatfs::FileSystem::new(io, fatfs::FsOptions::new())
         .context("reading the ESP's FAT filesystem")?;
     let mut out = Vec::new();
-    let mut stack = vec![(String::new(), fs.root_dir())];
-    while let Some((prefix, dir)) = stack.pop() {
-        for entry in dir.iter() {
+    let mut entries = 0usize;
+    let mut total = 0u64;
+    let mut stack = vec![(String::new(), 0usize, fs.root_dir())];
+    while let Some((prefix, depth, dir)) = stack.pop() {
+        for (n, entry) in dir.iter().enumerate() {
             let entry = entry.context("reading an ESP directory")?;
+            entries += 1;
+            if n >= MAX_DIR_ENTRIES || entries > MAX_ENTRIES {
+                bail!(
+                    "the ESP's directories hold more entries than a FAT allows (a directory loops)"
+                );
+            }
             let name = entry.file_name();
             if name == "." || name == ".." {
                 continue;
             }
             let path = format!("{prefix}/{name}");
             if entry.is_dir() {
-                if stack.len() < 64 {
-                    stack.push((path, entry.to_dir()));
+                if depth + 1 > MAX_DEPTH {
+                    bail!(
+                        "the ESP's directories nest deeper than {MAX_DEPTH} levels at {path} (a directory loops)"
+                    );
                 }
+                stack.push((path, depth + 1, entry.to_dir()));
             } else {
+                total = total.saturating_add(entry.len());
+                if total > size {
+                    bail!("the ESP's files add up to more than the partition holds (at {path})");
+                }
                 let mut h = blake3::Hasher::new();
                 let mut f = entry.to_file();
                 let mut buf = vec![0u8; 64 * 1024];
@@ -188,13 +230,7 @@ pub fn fallback_copies(files: &[EspFile]) -> Vec<(String, String)> {
 
 /// Copies files within the FAT filesystem at `offset` (the target's ESP, already restored).
 pub fn copy_files(disk: &Disk, offset: u64, size: u64, copies: &[(String, String)]) -> Result<()> {
-    let io = PartitionIo {
-        disk,
-        writable: true,
-        start: offset,
-        len: size,
-        pos: 0,
-    };
+    let io = PartitionIo::new(disk, offset, size, true);
     let fs = fatfs::FileSystem::new(io, fatfs::FsOptions::new())
         .context("opening the ESP's FAT filesystem")?;
     {

@@ -265,13 +265,20 @@ pub fn check(
         (None, None) => None,
     };
     if let Some(because) = uefi_because {
-        let mut links = match uefi {
-            Some(u) => check_uefi(disk, layout, u, captured),
-            None => vec![Link::new(
-                "uefi: ESP",
-                false,
-                "the ESP's FAT filesystem cannot be read",
-            )],
+        let mut links = match (uefi, esp_part) {
+            (Some(u), _) => check_uefi(disk, layout, u, captured),
+            (None, Some(p)) => {
+                let why = match esp::list_files(disk, p.offset, p.size) {
+                    Err(e) => format!("{e:#}"),
+                    Ok(_) => "no UEFI loader recorded for it".to_string(),
+                };
+                vec![Link::new(
+                    &format!("uefi (ESP partition {}): FAT filesystem", p.number),
+                    false,
+                    &why,
+                )]
+            }
+            (None, None) => Vec::new(),
         };
         links.extend(
             reference

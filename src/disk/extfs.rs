@@ -56,6 +56,7 @@ impl UsedMap {
             .collect()
     }
 
+    /// Parses a stored map; ranges must be sorted, disjoint and not overflow.
     pub fn decode(data: &[u8]) -> Option<UsedMap> {
         if !data.len().is_multiple_of(16) {
             return None;
@@ -69,10 +70,9 @@ impl UsedMap {
                 )
             })
             .collect();
-        ranges
-            .windows(2)
-            .all(|w| w[0].0 + w[0].1 <= w[1].0)
-            .then_some(UsedMap { ranges })
+        let sound = ranges.iter().all(|&(s, l)| s.checked_add(l).is_some())
+            && ranges.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0);
+        sound.then_some(UsedMap { ranges })
     }
 
     fn push(&mut self, start: u64, len: u64) {
@@ -90,10 +90,14 @@ impl UsedMap {
 }
 
 fn u16_at(b: &[u8], o: usize) -> u64 {
-    u64::from(u16::from_le_bytes([b[o], b[o + 1]]))
+    b.get(o..o + 2)
+        .map(|x| u64::from(u16::from_le_bytes([x[0], x[1]])))
+        .unwrap_or(0)
 }
 fn u32_at(b: &[u8], o: usize) -> u64 {
-    u64::from(u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes")))
+    b.get(o..o + 4)
+        .map(|x| u64::from(u32::from_le_bytes([x[0], x[1], x[2], x[3]])))
+        .unwrap_or(0)
 }
 
 fn has_super(group: u64, sparse: bool) -> bool {
@@ -109,9 +113,18 @@ fn has_super(group: u64, sparse: bool) -> bool {
     })
 }
 
+/// The group descriptor table read at most: 1 Mi groups of 64 bytes (a 128 TiB filesystem
+/// of 4 KiB blocks). Anything claiming more is not trusted.
+const MAX_GDT_BYTES: u64 = 64 << 20;
+/// A used map with more ranges than this (alternating used and free blocks over a huge
+/// filesystem) costs more memory than it saves: every block is kept instead.
+const MAX_RANGES: usize = 4 << 20;
+
 /// The used blocks of the ext2/3/4 filesystem at `offset`, or None when it cannot be trusted.
+/// Every count, size and offset read from the superblock and the group descriptors is checked
+/// against the others and against the partition before it sizes a read, a slice or a loop.
 pub fn used_map(disk: &Disk, offset: u64, size: u64) -> Option<UsedMap> {
-    let sb = disk.read_vec(offset + 1024, 1024).ok()?;
+    let sb = disk.read_vec(offset.checked_add(1024)?, 1024).ok()?;
     if u16_at(&sb, 0x38) != 0xEF53 {
         return None;
     }
@@ -144,21 +157,33 @@ pub fn used_map(disk: &Disk, offset: u64, size: u64) -> Option<UsedMap> {
     };
     let sparse = ro_compat & 0x1 != 0;
     let csum = ro_compat & (0x10 | 0x400) != 0;
-    if per_group == 0
+    // A group's block bitmap is one block: it holds at most 8 x block size blocks.
+    if per_group < 8
+        || per_group > 8 * block
         || blocks == 0
+        || first_data > 1
+        || first_data >= blocks
         || blocks.checked_mul(block)? > size
         || free > blocks
-        || inode_size == 0
+        || !(128..=block).contains(&inode_size)
+        || inodes_per_group == 0
+        || !(32..=1024).contains(&desc_size)
     {
         return None;
     }
     let groups = (blocks - first_data).div_ceil(per_group);
-    let gdt_blocks = (groups * desc_size).div_ceil(block);
-    let itable_blocks = (inodes_per_group * inode_size).div_ceil(block);
-    let gdt = disk
-        .read_vec(offset + (first_data + 1) * block, gdt_blocks * block)
-        .ok()?;
-    let desc = |g: u64| &gdt[(g * desc_size) as usize..((g + 1) * desc_size) as usize];
+    let gdt_bytes = groups.checked_mul(desc_size)?;
+    if gdt_bytes > MAX_GDT_BYTES {
+        return None;
+    }
+    let gdt_blocks = gdt_bytes.div_ceil(block);
+    let itable_blocks = inodes_per_group.checked_mul(inode_size)?.div_ceil(block);
+    let gdt_at = (first_data + 1).checked_mul(block)?;
+    if gdt_at.checked_add(gdt_blocks * block)? > size {
+        return None;
+    }
+    let gdt = disk.read_vec(offset + gdt_at, gdt_blocks * block).ok()?;
+    let desc = |g: u64| gdt.get((g * desc_size) as usize..((g + 1) * desc_size) as usize);
     let hi = |d: &[u8], o: usize| {
         if desc_size >= 64 {
             u32_at(d, o) << 32
@@ -166,15 +191,16 @@ pub fn used_map(disk: &Disk, offset: u64, size: u64) -> Option<UsedMap> {
             0
         }
     };
-    // Every group's bitmaps and inode table, wherever flex_bg put them.
-    let mut metadata: Vec<(u64, u64)> = Vec::new();
+    // Every group's bitmaps and inode table, wherever flex_bg put them: (first block, count).
+    let mut metadata: Vec<(u64, u64)> = Vec::with_capacity(groups as usize * 3);
     for g in 0..groups {
-        let d = desc(g);
+        let d = desc(g)?;
         metadata.push((u32_at(d, 0x0) | hi(d, 0x20), 1));
         metadata.push((u32_at(d, 0x4) | hi(d, 0x24), 1));
         metadata.push((u32_at(d, 0x8) | hi(d, 0x28), itable_blocks));
     }
     metadata.sort_unstable();
+    let widest = itable_blocks.max(1);
     let mut map = UsedMap::default();
     map.push(0, first_data * block);
     let mut used_blocks = 0u64;
@@ -182,20 +208,23 @@ pub fn used_map(disk: &Disk, offset: u64, size: u64) -> Option<UsedMap> {
     for g in 0..groups {
         let start = first_data + g * per_group;
         let count = per_group.min(blocks - start);
-        let d = desc(g);
-        let flags = u16::from_le_bytes([d[0x12], d[0x13]]);
+        let d = desc(g)?;
+        let flags = u16_at(d, 0x12) as u16;
         if csum && flags & BLOCK_UNINIT != 0 {
             // No bitmap on disk: the group holds only its own metadata.
             let mut used = vec![false; count as usize];
+            let end = start + count;
             let mut mark = |b: u64, n: u64| {
-                for x in b.max(start)..(b + n).min(start + count) {
+                for x in b.max(start)..b.saturating_add(n).min(end) {
                     used[(x - start) as usize] = true;
                 }
             };
             if has_super(g, sparse) {
                 mark(start, 1 + gdt_blocks + reserved_gdt);
             }
-            for &(b, n) in &metadata {
+            // Only the metadata that can reach into this group (sorted by first block).
+            let from = metadata.partition_point(|&(b, _)| b.saturating_add(widest) <= start);
+            for &(b, n) in metadata[from..].iter().take_while(|&&(b, _)| b < end) {
                 mark(b, n);
             }
             for (i, u) in used.iter().enumerate() {
@@ -204,17 +233,20 @@ pub fn used_map(disk: &Disk, offset: u64, size: u64) -> Option<UsedMap> {
                     map.push((start + i as u64) * block, block);
                 }
             }
-            continue;
-        }
-        let at = u32_at(d, 0x0) | hi(d, 0x20);
-        if at >= blocks || disk.read_at(&mut bitmap, offset + at * block).is_err() {
-            return None;
-        }
-        for i in 0..count {
-            if bitmap[(i / 8) as usize] & (1 << (i % 8)) != 0 {
-                used_blocks += 1;
-                map.push((start + i) * block, block);
+        } else {
+            let at = u32_at(d, 0x0) | hi(d, 0x20);
+            if at >= blocks || disk.read_at(&mut bitmap, offset + at * block).is_err() {
+                return None;
             }
+            for i in 0..count {
+                if bitmap[(i / 8) as usize] & (1 << (i % 8)) != 0 {
+                    used_blocks += 1;
+                    map.push((start + i) * block, block);
+                }
+            }
+        }
+        if map.ranges.len() > MAX_RANGES {
+            return None;
         }
     }
     // The counts must agree, else the bitmaps are not to be trusted (a mounted filesystem).

@@ -77,7 +77,7 @@ impl GptHeader {
             "entry array too large"
         );
         ensure!(
-            h.first_usable_lba <= h.last_usable_lba + 1,
+            h.first_usable_lba <= h.last_usable_lba.saturating_add(1),
             "usable range is inverted"
         );
         Ok(h)
@@ -198,7 +198,7 @@ pub fn relocate(primary_header: &[u8], sector_size: u64, target_sectors: u64) ->
     let last_usable_lba = backup_entries_lba.saturating_sub(1);
     ensure!(
         last_usable_lba >= h.first_usable_lba
-            && backup_entries_lba > h.entries_lba + entries_sectors,
+            && backup_entries_lba > h.entries_lba.saturating_add(entries_sectors),
         "target disk of {target_sectors} sectors is too small for the GPT"
     );
     let mut primary = primary_header.to_vec();
@@ -240,8 +240,12 @@ pub fn grow_last(
     entries[at..at + 8].copy_from_slice(&last_usable_lba.to_le_bytes());
     Ok((
         last.number,
-        (last.last_lba + 1).saturating_sub(last.first_lba),
-        (last_usable_lba + 1).saturating_sub(last.first_lba),
+        last.last_lba
+            .saturating_add(1)
+            .saturating_sub(last.first_lba),
+        last_usable_lba
+            .saturating_add(1)
+            .saturating_sub(last.first_lba),
     ))
 }
 

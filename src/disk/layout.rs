@@ -264,7 +264,7 @@ fn read_gpt(disk: &Disk) -> Result<DiskLayout> {
         let size = (e.last_lba + 1)
             .saturating_sub(e.first_lba)
             .saturating_mul(ss);
-        if e.last_lba < e.first_lba || offset + size > disk.size {
+        if e.last_lba < e.first_lba || offset.checked_add(size).is_none_or(|end| end > disk.size) {
             bail!(
                 "GPT partition {} of {} lies outside the disk (LBA {}..{})",
                 e.number,
@@ -336,11 +336,65 @@ fn read_gpt(disk: &Disk) -> Result<DiskLayout> {
     })
 }
 
+/// The most logical partitions (EBRs) followed. Linux names at most 255 partitions a disk.
+const MAX_LOGICAL: usize = 256;
+
+/// A view of the disk that refuses to read more than `budget` bytes: `mbrman` follows an EBR
+/// chain for as long as it goes on, and a hostile chain names an EBR in every sector.
+struct Budgeted<'a> {
+    disk: &'a Disk,
+    pos: u64,
+    budget: u64,
+}
+
+impl std::io::Read for Budgeted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.disk.size.saturating_sub(self.pos)) as usize;
+        if n as u64 > self.budget {
+            self.budget = 0;
+            return Err(std::io::Error::other("too many extended boot records"));
+        }
+        self.budget -= n as u64;
+        self.disk
+            .read_at(&mut buf[..n], self.pos)
+            .map_err(std::io::Error::other)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for Budgeted<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let pos = match to {
+            std::io::SeekFrom::Start(p) => Some(p),
+            std::io::SeekFrom::End(d) => self.disk.size.checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = pos.ok_or_else(|| std::io::Error::other("seek out of range"))?;
+        Ok(self.pos)
+    }
+}
+
 fn read_mbr(disk: &Disk) -> Result<DiskLayout> {
     let ss = u64::from(disk.logical_sector_size);
-    let mut file = disk.file();
-    let table = mbrman::MBR::read_from(&mut file, disk.logical_sector_size)
-        .with_context(|| format!("reading the MBR partition table of {}", disk.path.display()))?;
+    let mut view = Budgeted {
+        disk,
+        pos: 0,
+        budget: (MAX_LOGICAL as u64 + 1) * ss,
+    };
+    let table = match mbrman::MBR::read_from(&mut view, disk.logical_sector_size) {
+        Ok(t) => t,
+        Err(_) if view.budget < ss => bail!(
+            "reading the MBR partition table of {}: its chain of extended boot records names more than {MAX_LOGICAL} logical partitions",
+            disk.path.display()
+        ),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "reading the MBR partition table of {}",
+                disk.path.display()
+            )));
+        }
+    };
     let mut partitions = Vec::new();
     let mut table_sectors = vec![TableSector {
         name: "mbr".into(),

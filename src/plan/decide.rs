@@ -734,6 +734,47 @@ mod tests {
     }
 
     #[test]
+    fn nvram_hex_from_a_hostile_manifest_does_not_panic() {
+        let mut d = record(
+            gpt("AAAA"),
+            vec![part(1, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", None)],
+        );
+        d.boot_loaders = vec![crate::boot::BootLoader::Uefi(esp::Uefi {
+            esp_partition: 1,
+            loaders: vec!["grub".into()],
+            files: vec![EspFile {
+                path: "/EFI/debian/grubx64.efi".into(),
+                size: 10,
+                hash: ChunkId::of(b"g"),
+            }],
+        })];
+        let mut m = manifest(&d);
+        m.nvram = Some(efivars::Nvram {
+            variables: vec![
+                ("Boot0000".into(), "é1é1é1é1".into()),
+                ("Boot0001".into(), "zz".into()),
+                ("Boot0002".into(), "0".into()),
+            ],
+        });
+        let mut f = findings(TableFinding::None, vec![]);
+        f.is_block_device = true;
+        f.nvram = Some(crate::plan::read::NvramFinding {
+            entries: Vec::new(),
+            used: vec![0, 1, 2],
+        });
+        let dp = decide(&m, &d, &f, &settings());
+        let entry = dp
+            .actions
+            .iter()
+            .find(|a| a.id == ComponentId::BootEntry)
+            .unwrap();
+        assert_eq!(entry.action, Verb::Write);
+        let w = entry.boot_entry.as_ref().unwrap();
+        assert_eq!(w.number, 3, "the first free number");
+        assert_eq!(w.file, "\\EFI\\debian\\grubx64.efi");
+    }
+
+    #[test]
     fn verdicts_runs_and_table_payload() {
         let d = record(gpt("AAAA"), vec![part(1, "P1", Some("fs-1"))]);
         let m = manifest(&d);

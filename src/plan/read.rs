@@ -250,7 +250,7 @@ pub fn read(
             continue;
         }
         let stored = store
-            .get_index(&r.index)
+            .get_index(&r.index, r.length)
             .with_context(|| format!("boot region {} of disk {}", r.name, d.name))?;
         ensure!(
             stored.length == r.length,
@@ -290,15 +290,6 @@ pub fn read(
     let mut partitions = Vec::new();
     for p in &d.partitions {
         let info = &p.info;
-        let mask = p.used_map(store)?;
-        let stored = store
-            .get_index(&p.index)
-            .with_context(|| format!("{} of disk {}", info.title(), d.name))?;
-        ensure!(
-            stored.length == info.size,
-            "chunk index of {} does not match its size",
-            info.title()
-        );
         let offset = placement
             .as_ref()
             .and_then(|pl| pl.get(&info.number))
@@ -315,6 +306,10 @@ pub fn read(
             disk.path.display(),
             disk.size
         );
+        let mask = p.used_map(store)?;
+        let stored = store
+            .get_index(&p.index, info.size)
+            .with_context(|| format!("{} of disk {}", info.title(), d.name))?;
         let id = ComponentId::Partition(info.number);
         let (patched_index, part_patches) = patched(store, &id, &stored, &patches)?;
         let effective = patched_index.as_ref().unwrap_or(&stored);

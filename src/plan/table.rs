@@ -130,12 +130,13 @@ pub fn expected_from(
                             target_size
                         )
                     })?;
-                    if (r.last_usable_lba + 1) * ss < data_end {
+                    let room = r.last_usable_lba.saturating_add(1).saturating_mul(ss);
+                    if room < data_end {
                         bail!(
                             "target is too small: the partitions of snapshot disk {} end at byte {data_end}, \
                              a target of {target_size} bytes has room up to byte {} (GPT backup included)",
                             d.name,
-                            (r.last_usable_lba + 1) * ss
+                            room
                         );
                     }
                     gpt::patch_protective_mbr(&mut mbr, d.sector_count(), target_sectors);

@@ -36,10 +36,19 @@ impl BackendError {
     }
 }
 
+/// The message for an object larger than anything of its kind can be.
+pub fn too_large(key: &str, len: u64, max: u64) -> String {
+    format!(
+        "store object {key} is {len} bytes, more than the {max} bytes an object of its kind can hold; the store is damaged"
+    )
+}
+
 pub trait Backend: Send + Sync {
     /// A human name for messages: the path or URL of the store.
     fn describe(&self) -> String;
-    fn get(&self, key: &str) -> Result<Vec<u8>, BackendError>;
+    /// Reads an object of at most `max` bytes. A larger one is refused (a permanent error)
+    /// without being read: a store is not trusted to size the memory it takes.
+    fn get(&self, key: &str, max: u64) -> Result<Vec<u8>, BackendError>;
     /// Writes `data` under `key` atomically: readers see the old state or all of the new bytes.
     fn put(&self, key: &str, data: &[u8]) -> Result<()>;
     fn exists(&self, key: &str) -> Result<bool>;
@@ -91,9 +100,27 @@ impl Backend for LocalBackend {
         self.root.display().to_string()
     }
 
-    fn get(&self, key: &str) -> Result<Vec<u8>, BackendError> {
+    fn get(&self, key: &str, max: u64) -> Result<Vec<u8>, BackendError> {
+        use std::io::Read;
         let path = self.path(key);
-        match fs::read(&path) {
+        let read = || -> std::io::Result<Vec<u8>> {
+            let f = fs::File::open(&path)?;
+            let len = f.metadata()?.len();
+            if len > max {
+                return Err(std::io::Error::other(too_large(key, len, max)));
+            }
+            let mut data = Vec::with_capacity(len as usize);
+            f.take(max + 1).read_to_end(&mut data)?;
+            if data.len() as u64 > max {
+                return Err(std::io::Error::other(too_large(
+                    key,
+                    data.len() as u64,
+                    max,
+                )));
+            }
+            Ok(data)
+        };
+        match read() {
             Ok(data) => Ok(data),
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 Err(BackendError::NotFound(key.to_string()))

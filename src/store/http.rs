@@ -3,26 +3,51 @@
 //! (`snapshots/index.json`), or, for a copy made without one, from the directory index pages
 //! that python's http.server and nginx's autoindex produce.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use reqwest::StatusCode;
 use tokio::runtime::Runtime;
 
-use super::backend::{Backend, BackendError};
+use super::HttpLocation;
+use super::backend::{Backend, BackendError, too_large};
 use super::remote::{RemoteOptions, bundled_roots, lacks_system_roots, runtime};
 
 pub const CATALOGUE: &str = "snapshots/index.json";
 
+/// A directory index page larger than this is not one.
+const MAX_PAGE: u64 = 16 << 20;
+/// The crawl of directory index pages: how deep below the listed prefix, how many pages.
+const MAX_CRAWL_DEPTH: usize = 3;
+const MAX_CRAWL_PAGES: usize = 4096;
+/// The slowest transfer rate a body is given time for, beyond the base deadline.
+const MIN_RATE: u64 = 512 << 10;
+
 pub struct HttpBackend {
-    /// Ends with '/'.
+    /// Ends with '/', without credentials.
     base: String,
+    /// Basic-auth credentials, sent in a header so they never appear in a URL or a message.
+    auth: Option<(String, Option<String>)>,
+    /// The base deadline of every request (RESTORE_HTTP_TIMEOUT).
+    deadline: Duration,
     client: reqwest::Client,
     rt: Runtime,
 }
 
+/// The base deadline of one request: RESTORE_HTTP_TIMEOUT seconds, 30 by default.
+fn base_deadline() -> Duration {
+    let secs = std::env::var("RESTORE_HTTP_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(30);
+    Duration::from_secs(secs.min(3600))
+}
+
 impl HttpBackend {
-    pub fn new(url: &str, opts: &RemoteOptions) -> Result<HttpBackend> {
+    pub fn new(location: &HttpLocation, opts: &RemoteOptions) -> Result<HttpBackend> {
+        let url = &location.url;
         let base = if url.ends_with('/') {
             url.to_string()
         } else {
@@ -55,8 +80,14 @@ impl HttpBackend {
             other => other,
         }
         .context("setting up the HTTP client")?;
+        let auth = location
+            .user
+            .clone()
+            .map(|u| (u, location.password.clone()));
         Ok(HttpBackend {
             base,
+            auth,
+            deadline: base_deadline(),
             client,
             rt: runtime()?,
         })
@@ -66,15 +97,31 @@ impl HttpBackend {
         format!("{}{key}", self.base)
     }
 
-    fn request(&self, method: reqwest::Method, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+    /// One request. A GET body is read up to `max` bytes. The answer must start within the
+    /// base deadline and the body arrive within it plus its length at MIN_RATE: a server
+    /// that drips bytes cannot stall a restore.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        key: &str,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, BackendError> {
         let url = self.url(key);
         let head = method == reqwest::Method::HEAD;
+        let timed_out = |after: Duration| {
+            BackendError::temporary(anyhow!(
+                "timed out: no complete answer from {url} within {:.0} s",
+                after.as_secs_f64()
+            ))
+        };
         self.rt.block_on(async {
-            let resp = self
-                .client
-                .request(method, &url)
-                .send()
+            let mut req = self.client.request(method, &url);
+            if let Some((user, password)) = &self.auth {
+                req = req.basic_auth(user, password.as_ref());
+            }
+            let mut resp = tokio::time::timeout(self.deadline, req.send())
                 .await
+                .map_err(|_| timed_out(self.deadline))?
                 .map_err(|e| transport(e, &url))?;
             let status = resp.status();
             if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
@@ -94,7 +141,30 @@ impl HttpBackend {
                 return Ok(None);
             }
             let expected = resp.content_length();
-            let body = resp.bytes().await.map_err(|e| transport(e, &url))?;
+            if let Some(n) = expected
+                && n > max
+            {
+                return Err(BackendError::Other(anyhow!(too_large(key, n, max))));
+            }
+            let allowed =
+                self.deadline + Duration::from_secs(expected.unwrap_or(max).min(max) / MIN_RATE);
+            let mut body = Vec::with_capacity(expected.unwrap_or(0) as usize);
+            let read = async {
+                while let Some(part) = resp.chunk().await.map_err(|e| transport(e, &url))? {
+                    if (body.len() + part.len()) as u64 > max {
+                        return Err(BackendError::Other(anyhow!(too_large(
+                            key,
+                            (body.len() + part.len()) as u64,
+                            max
+                        ))));
+                    }
+                    body.extend_from_slice(&part);
+                }
+                Ok(())
+            };
+            tokio::time::timeout(allowed, read)
+                .await
+                .map_err(|_| timed_out(allowed))??;
             // hyper already fails a body shorter than its Content-Length; this is a second net.
             if let Some(n) = expected
                 && n != body.len() as u64
@@ -104,29 +174,44 @@ impl HttpBackend {
                     body.len()
                 )));
             }
-            Ok(Some(body.to_vec()))
+            Ok(Some(body))
         })
     }
 
-    /// Keys under `prefix` from the directory index pages of a static web server.
+    /// Keys under `prefix` from the directory index pages of a static web server. The crawl
+    /// is bounded: a few levels deep (the store's layout has two), each page once, a limited
+    /// number of pages, so a server whose pages link on without end cannot hold it.
     fn list_from_index_pages(&self, prefix: &str) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        let mut dirs = vec![prefix.to_string()];
-        while let Some(dir) = dirs.pop() {
-            let page = match self.request(reqwest::Method::GET, &dir) {
+        let mut seen = BTreeSet::new();
+        let mut dirs = vec![(prefix.to_string(), 0usize)];
+        while let Some((dir, depth)) = dirs.pop() {
+            if !seen.insert(dir.clone()) {
+                continue;
+            }
+            if seen.len() > MAX_CRAWL_PAGES {
+                bail!(
+                    "listing {prefix} of store {}: more than {MAX_CRAWL_PAGES} directory pages; add a catalogue (snapshots/index.json) to the store",
+                    self.describe()
+                );
+            }
+            let page = match self.request(reqwest::Method::GET, &dir, MAX_PAGE) {
                 Ok(page) => page.unwrap_or_default(),
                 Err(BackendError::NotFound(_)) => continue,
                 Err(BackendError::Other(e)) => return Err(e),
             };
             for name in index_links(&String::from_utf8_lossy(&page)) {
                 if name.ends_with('/') {
-                    dirs.push(format!("{dir}{name}"));
+                    if depth < MAX_CRAWL_DEPTH {
+                        dirs.push((format!("{dir}{name}"), depth + 1));
+                    }
                 } else {
                     out.push(format!("{dir}{name}"));
                 }
             }
         }
         out.sort();
+        out.dedup();
         Ok(out)
     }
 }
@@ -146,7 +231,7 @@ fn transport(e: reqwest::Error, url: &str) -> BackendError {
 
 /// Names linked from a directory index page (python http.server, nginx autoindex, Apache):
 /// relative links only, no parent, no query, no absolute URLs.
-fn index_links(html: &str) -> Vec<String> {
+pub(crate) fn index_links(html: &str) -> Vec<String> {
     let mut out = Vec::new();
     for part in html.split("href=\"").skip(1) {
         let Some(link) = part.split('"').next() else {
@@ -171,8 +256,10 @@ impl Backend for HttpBackend {
         self.base.trim_end_matches('/').to_string()
     }
 
-    fn get(&self, key: &str) -> Result<Vec<u8>, BackendError> {
-        Ok(self.request(reqwest::Method::GET, key)?.unwrap_or_default())
+    fn get(&self, key: &str, max: u64) -> Result<Vec<u8>, BackendError> {
+        Ok(self
+            .request(reqwest::Method::GET, key, max)?
+            .unwrap_or_default())
     }
 
     fn put(&self, _key: &str, _data: &[u8]) -> Result<()> {
@@ -180,7 +267,7 @@ impl Backend for HttpBackend {
     }
 
     fn exists(&self, key: &str) -> Result<bool> {
-        match self.request(reqwest::Method::HEAD, key) {
+        match self.request(reqwest::Method::HEAD, key, 0) {
             Ok(_) => Ok(true),
             Err(BackendError::NotFound(_)) => Ok(false),
             Err(BackendError::Other(e)) => Err(e),
@@ -188,7 +275,7 @@ impl Backend for HttpBackend {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        match self.request(reqwest::Method::GET, CATALOGUE) {
+        match self.request(reqwest::Method::GET, CATALOGUE, super::MAX_CATALOGUE) {
             Ok(raw) => {
                 let keys = super::parse_catalogue(&raw.unwrap_or_default())
                     .with_context(|| format!("{} of store {}", CATALOGUE, self.describe()))?;

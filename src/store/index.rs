@@ -9,7 +9,7 @@ use anyhow::{Result, bail, ensure};
 use crate::chunk::ChunkId;
 
 const MAGIC: &[u8; 8] = b"RSTRIDX1";
-const HEADER_LEN: usize = 32;
+pub const HEADER_LEN: usize = 32;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkIndex {

@@ -23,6 +23,22 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
 pub const MIN_CHUNK_SIZE: u32 = 256 << 10;
 pub const MAX_CHUNK_SIZE: u32 = 16 << 20;
 const ZSTD_LEVEL: i32 = 3;
+/// The largest objects of each kind a store may hand us; anything larger is refused unread.
+const MAX_CONFIG: u64 = 64 << 10;
+pub const MAX_MANIFEST: u64 = 64 << 20;
+pub const MAX_CATALOGUE: u64 = 64 << 20;
+/// A chunk index covers at most this many bytes of disk (32 chunks per KiB of index at the
+/// smallest chunk size: 1 GiB of index at 1 MiB chunks is a 32 TiB partition).
+const MAX_INDEX_BODY: u64 = 1 << 30;
+
+/// The largest content-addressed object: a chunk is at most 16 MiB, a used-space map 64 MiB.
+pub const MAX_OBJECT: u64 = 64 << 20;
+
+/// The most a zstd frame of `len` bytes may take when stored.
+fn packed_bound(len: u64) -> u64 {
+    // zstd's worst case is its input plus a small header and block overheads.
+    len + len / 128 + 1024
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreConfig {
@@ -80,7 +96,7 @@ impl Store {
     /// Opens an existing store; a path that holds no store is an error, never created.
     pub fn open(location: &Location) -> Result<Store> {
         let backend = backend_for(location)?;
-        let raw = match backend.get("config.json") {
+        let raw = match backend.get("config.json", MAX_CONFIG) {
             Ok(raw) => raw,
             Err(BackendError::NotFound(_)) => bail!(
                 "no store at {location} (config.json not found); check --store, or create one with `restore capture`"
@@ -150,18 +166,27 @@ impl Store {
         Ok(packed.len() as u64)
     }
 
-    /// Fetches a chunk, decompresses it and checks it hashes to its name.
+    /// Fetches a chunk, decompresses it and checks it hashes to its name. `expected_len` is
+    /// at most the store's chunk size (or a table sector's length): it bounds what is read.
     pub fn get_chunk(&self, id: &ChunkId, expected_len: usize) -> Result<Vec<u8>> {
+        ensure!(
+            expected_len as u64 <= MAX_OBJECT,
+            "object {id} would be {expected_len} bytes, larger than any object of store {}",
+            self.describe()
+        );
         let key = shard("chunks", id);
-        let packed = self.backend.get(&key).map_err(|e| match e {
-            BackendError::NotFound(_) => {
-                anyhow::anyhow!("chunk {id} is missing from store {}", self.describe())
-            }
-            BackendError::Other(e) => e.context(format!(
-                "fetching chunk {id} from store {}",
-                self.describe()
-            )),
-        })?;
+        let packed = self
+            .backend
+            .get(&key, packed_bound(expected_len as u64))
+            .map_err(|e| match e {
+                BackendError::NotFound(_) => {
+                    anyhow::anyhow!("chunk {id} is missing from store {}", self.describe())
+                }
+                BackendError::Other(e) => e.context(format!(
+                    "fetching chunk {id} from store {}",
+                    self.describe()
+                )),
+            })?;
         let data = zstd::bulk::decompress(&packed, expected_len.max(1)).map_err(|e| {
             anyhow::anyhow!("chunk {id} in store {} is corrupt: {e}", self.describe())
         })?;
@@ -184,22 +209,46 @@ impl Store {
         Ok(id)
     }
 
-    pub fn get_index(&self, id: &ChunkId) -> Result<ChunkIndex> {
+    /// Fetches the chunk index of a component of `covers` bytes. Its size is known before a
+    /// byte is read or inflated: an object that is or inflates to more is corrupt.
+    pub fn get_index(&self, id: &ChunkId, covers: u64) -> Result<ChunkIndex> {
+        use std::io::Read;
+        let chunks = ChunkIndex::chunk_count(covers, self.config.chunk_size);
+        let body_len = chunks
+            .checked_mul(32)
+            .and_then(|n| n.checked_add(index::HEADER_LEN as u64))
+            .filter(|&n| n <= MAX_INDEX_BODY)
+            .with_context(|| {
+                format!(
+                    "chunk index {id} would cover {covers} bytes, more than restore handles in one partition"
+                )
+            })?;
         let key = shard("indexes", id);
-        let packed = self.backend.get(&key).map_err(|e| match e {
-            BackendError::NotFound(_) => anyhow::anyhow!(
-                "chunk index {id} is missing from store {}; the snapshot is incomplete",
-                self.describe()
-            ),
-            BackendError::Other(e) => e.context(format!("fetching chunk index {id}")),
-        })?;
+        let packed = self
+            .backend
+            .get(&key, packed_bound(body_len))
+            .map_err(|e| match e {
+                BackendError::NotFound(_) => anyhow::anyhow!(
+                    "chunk index {id} is missing from store {}; the snapshot is incomplete",
+                    self.describe()
+                ),
+                BackendError::Other(e) => e.context(format!("fetching chunk index {id}")),
+            })?;
         let mut body = Vec::new();
-        zstd::stream::copy_decode(&packed[..], &mut body).map_err(|e| {
-            anyhow::anyhow!(
-                "chunk index {id} in store {} is corrupt: {e}",
-                self.describe()
-            )
-        })?;
+        zstd::stream::read::Decoder::new(&packed[..])
+            .and_then(|d| d.take(body_len + 1).read_to_end(&mut body))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "chunk index {id} in store {} is corrupt: {e}",
+                    self.describe()
+                )
+            })?;
+        ensure!(
+            body.len() as u64 == body_len,
+            "chunk index {id} in store {} is corrupt: it holds {} bytes, a component of {covers} bytes needs {body_len}",
+            self.describe(),
+            body.len()
+        );
         ensure!(
             ChunkId::of(&body) == *id,
             "chunk index {id} in store {} is corrupt",
@@ -207,8 +256,9 @@ impl Store {
         );
         let index = ChunkIndex::decode(&body).with_context(|| format!("chunk index {id}"))?;
         ensure!(
-            index.chunk_size == self.config.chunk_size,
-            "chunk index {id} uses {}-byte chunks, the store {}",
+            index.chunk_size == self.config.chunk_size && index.length == covers,
+            "chunk index {id} covers {} bytes in {}-byte chunks, the snapshot says {covers} bytes in the store's {}-byte chunks",
+            index.length,
             index.chunk_size,
             self.config.chunk_size
         );
@@ -241,8 +291,9 @@ impl Store {
             .context("the snapshot is committed, but updating snapshots/index.json failed")
     }
 
-    pub fn get_object(&self, key: &str) -> Result<Vec<u8>, BackendError> {
-        self.backend.get(key)
+    /// A manifest or another small metadata object, at most `max` bytes.
+    pub fn get_object(&self, key: &str, max: u64) -> Result<Vec<u8>, BackendError> {
+        self.backend.get(key, max)
     }
 
     pub fn list(&self, prefix: &str) -> Result<Vec<String>> {
@@ -271,8 +322,100 @@ pub fn parse_catalogue(raw: &[u8]) -> Result<Vec<String>> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {
     Local(PathBuf),
-    Http(String),
+    Http(HttpLocation),
     S3 { bucket: String, prefix: String },
+}
+
+/// An http(s):// store: its URL without credentials, and the credentials apart, so that they
+/// never reach a message, a log or a plan file (shown as `https://***@host/...`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpLocation {
+    /// The URL without user or password.
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for HttpLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HttpLocation({})", self.redacted())
+    }
+}
+
+/// What a plan file saves in place of credentials.
+const REDACTED: &str = "***";
+
+impl HttpLocation {
+    fn parse(text: &str) -> Result<HttpLocation> {
+        let mut url = reqwest::Url::parse(text)
+            .map_err(|e| anyhow::anyhow!("store URL {} is not valid: {e}", redact_text(text)))?;
+        let user = Some(percent_decode(url.username())).filter(|u| !u.is_empty());
+        let password = url.password().map(percent_decode);
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        Ok(HttpLocation {
+            url: url.to_string(),
+            user,
+            password,
+        })
+    }
+
+    /// True when credentials were saved as `***` (a plan file): the real ones must be given.
+    pub fn lacks_credentials(&self) -> bool {
+        self.user.as_deref() == Some(REDACTED)
+    }
+
+    /// The URL as it may be shown and saved.
+    pub fn redacted(&self) -> String {
+        if self.user.is_none() && self.password.is_none() {
+            return self.url.clone();
+        }
+        match self.url.split_once("://") {
+            Some((scheme, rest)) => format!("{scheme}://{REDACTED}@{rest}"),
+            None => self.url.clone(),
+        }
+    }
+}
+
+/// `%XX` escapes of a URL's user or password, decoded.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A store URL as typed, with any `user:password@` replaced, for an error about the URL itself.
+fn redact_text(text: &str) -> String {
+    match text.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('/') {
+            Some((authority, path)) if authority.contains('@') => {
+                let host = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or("");
+                format!("{scheme}://{REDACTED}@{host}/{path}")
+            }
+            None if rest.contains('@') => {
+                let host = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or("");
+                format!("{scheme}://{REDACTED}@{host}")
+            }
+            _ => text.to_string(),
+        },
+        None => text.to_string(),
+    }
 }
 
 impl Location {
@@ -286,7 +429,7 @@ impl Location {
                 ensure!(!rest.is_empty(), "empty store location {location}");
                 Location::Local(PathBuf::from(rest))
             }
-            "http" | "https" => Location::Http(location.to_string()),
+            "http" | "https" => Location::Http(HttpLocation::parse(location)?),
             "s3" => {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
                 ensure!(
@@ -299,7 +442,8 @@ impl Location {
                 }
             }
             _ => bail!(
-                "store URL scheme {scheme}:// is not supported; use a directory, file://, http://, https:// or s3://"
+                "store URL scheme {}:// is not supported; use a directory, file://, http://, https:// or s3://",
+                redact_text(scheme)
             ),
         })
     }
@@ -316,6 +460,32 @@ impl Location {
         })
     }
 
+    /// The same store, whatever credentials either names.
+    pub fn same_store(&self, other: &Location) -> bool {
+        match (self, other) {
+            (Location::Http(a), Location::Http(b)) => a.url == b.url,
+            (a, b) => a == b,
+        }
+    }
+
+    /// A plan file's http store saved without its credentials gets them from `with` (the
+    /// operator's RESTORE_STORE) when that names the same store.
+    pub fn with_credentials_from(&self, with: Option<&Location>) -> Result<Location> {
+        match (self, with) {
+            (Location::Http(h), _) if !h.lacks_credentials() => Ok(self.clone()),
+            (Location::Http(_), Some(w @ Location::Http(wh)))
+                if self.same_store(w) && !wh.lacks_credentials() =>
+            {
+                Ok(w.clone())
+            }
+            (Location::Http(h), _) => bail!(
+                "the plan's store {} needs credentials, which a plan never saves: set RESTORE_STORE to the store's URL with them",
+                h.redacted()
+            ),
+            _ => Ok(self.clone()),
+        }
+    }
+
     /// The directory of a local store, so guards can refuse a target that holds it.
     pub fn local_path(&self) -> Option<&std::path::Path> {
         match self {
@@ -329,7 +499,7 @@ impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Location::Local(p) => write!(f, "{}", p.display()),
-            Location::Http(url) => f.write_str(url),
+            Location::Http(h) => f.write_str(&h.redacted()),
             Location::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
             Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
         }
@@ -353,8 +523,8 @@ fn backend_for(location: &Location) -> Result<Box<dyn Backend>> {
     let opts = remote::options();
     Ok(match location.clone() {
         Location::Local(path) => Box::new(LocalBackend::new(&path)),
-        Location::Http(url) => Box::new(retry::Retrying::new(
-            Box::new(http::HttpBackend::new(&url, &opts)?),
+        Location::Http(h) => Box::new(retry::Retrying::new(
+            Box::new(http::HttpBackend::new(&h, &opts)?),
             retry::RetryPolicy::default(),
         )),
         Location::S3 { bucket, prefix } => Box::new(retry::Retrying::new(

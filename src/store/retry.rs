@@ -133,8 +133,8 @@ impl Backend for Retrying {
         self.inner.describe()
     }
 
-    fn get(&self, key: &str) -> Result<Vec<u8>, BackendError> {
-        self.run(&format!("reading {key}"), || self.inner.get(key))
+    fn get(&self, key: &str, max: u64) -> Result<Vec<u8>, BackendError> {
+        self.run(&format!("reading {key}"), || self.inner.get(key, max))
     }
 
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
@@ -186,7 +186,7 @@ mod tests {
         fn describe(&self) -> String {
             "flaky".into()
         }
-        fn get(&self, key: &str) -> Result<Vec<u8>, BackendError> {
+        fn get(&self, key: &str, _: u64) -> Result<Vec<u8>, BackendError> {
             match self.script.lock().unwrap().pop() {
                 None => Ok(b"ok".to_vec()),
                 Some(None) => Err(BackendError::NotFound(key.into())),
@@ -226,14 +226,14 @@ mod tests {
     fn temporary_failures_are_retried_permanent_ones_are_not() {
         // Scripts are popped from the end.
         let r = flaky(vec![Some(true), Some(true), None]);
-        assert!(matches!(r.get("a"), Err(BackendError::NotFound(_))));
+        assert!(matches!(r.get("a", 10), Err(BackendError::NotFound(_))));
         // Answered once: now up to 4 attempts.
-        assert_eq!(r.get("a").unwrap(), b"ok");
+        assert_eq!(r.get("a", 10).unwrap(), b"ok");
         let r = flaky(vec![Some(false)]);
-        let e = r.get("a").unwrap_err();
+        let e = r.get("a", 10).unwrap_err();
         assert!(format!("{e:#}").contains("403") && !format!("{e:#}").contains("gave up"));
         let r = flaky(vec![Some(true); 10]);
-        let e = r.get("chunks/ab/x").unwrap_err();
+        let e = r.get("chunks/ab/x", 10).unwrap_err();
         assert!(
             format!("{e:#}").contains("gave up after 2 attempts"),
             "{e:#}"

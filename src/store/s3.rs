@@ -186,7 +186,7 @@ impl Backend for S3Backend {
         }
     }
 
-    fn get(&self, key: &str) -> Result<Vec<u8>, BackendError> {
+    fn get(&self, key: &str, max: u64) -> Result<Vec<u8>, BackendError> {
         let path = self.path(key);
         self.rt.block_on(async {
             let got = self
@@ -194,7 +194,21 @@ impl Backend for S3Backend {
                 .get(&path)
                 .await
                 .map_err(|e| self.classify(e, key))?;
+            if got.meta.size > max {
+                return Err(BackendError::Other(anyhow!(super::backend::too_large(
+                    key,
+                    got.meta.size,
+                    max
+                ))));
+            }
             let bytes = got.bytes().await.map_err(|e| self.classify(e, key))?;
+            if bytes.len() as u64 > max {
+                return Err(BackendError::Other(anyhow!(super::backend::too_large(
+                    key,
+                    bytes.len() as u64,
+                    max
+                ))));
+            }
             Ok(bytes.to_vec())
         })
     }

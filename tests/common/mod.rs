@@ -91,8 +91,28 @@ pub fn restore(args: &[&str]) -> Output {
         .expect("running restore")
 }
 
+/// The test build of the binary, which honours the test hooks (RESTORE_FAILPOINT,
+/// RESTORE_EFIVARS); release and static builds ignore them. Fails loudly when the tests were
+/// built without `--features test-hooks` (scripts/test.sh builds them with it).
+pub fn hooks_bin() -> String {
+    let bin = env!("CARGO_BIN_EXE_restore").to_string();
+    let o = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .expect("restore --version");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("test hooks"),
+        "this test needs the test hooks: run it with `cargo test --features test-hooks` (scripts/test.sh does)"
+    );
+    bin
+}
+
+/// Runs restore with extra environment; with a test hook among it, the test build runs.
 pub fn restore_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(bin());
+    let hooks = env
+        .iter()
+        .any(|(k, _)| *k == "RESTORE_FAILPOINT" || *k == "RESTORE_EFIVARS");
+    let mut c = Command::new(if hooks { hooks_bin() } else { bin() });
     c.args(args);
     for (k, v) in env {
         c.env(k, v);

@@ -154,3 +154,17 @@ pub fn s3_env(port: u16) -> Vec<(String, String)> {
         ),
     ]
 }
+
+/// tests/hostile_http.py in MODE (drip, bomb, maze, auth), serving `dir`.
+pub fn hostile_server(tmp: &Tmp, mode: &str, dir: &Path) -> Server {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hostile_http.py");
+    let port = free_port();
+    let mut cmd = python();
+    cmd.arg(script).arg(port.to_string()).arg(mode).arg(dir);
+    Server::start(
+        "hostile_http.py",
+        cmd,
+        port,
+        tmp.path(&format!("hostile-{mode}-{port}.log")),
+    )
+}
