@@ -5,19 +5,25 @@
 # SOURCE_DATE_EPOCH (default: the last commit's date) and archives are sorted.
 #
 #   rescue-image/build.sh [--out DIR] [--cmdline "restore.auto=apply ..."] [--binary PATH]
+#                         [--trust KEY.pub ...]
 #
 # --cmdline bakes extra kernel options into the default boot entry (unattended use).
+# --trust (repeatable) builds in public keys: inside the image, only snapshots signed by one
+# of them are restored (RESTORE_TRUST), unless restore.trust= on the kernel command line adds
+# more.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 OUT=$HERE/out
 CMDLINE_EXTRA=""
 BIN=""
+TRUST=()
 while [ $# -gt 0 ]; do
     case $1 in
         --out) OUT=$(realpath -m "$2"); shift 2 ;;
         --cmdline) CMDLINE_EXTRA=$2; shift 2 ;;
         --binary) BIN=$(realpath "$2"); shift 2 ;;
+        --trust) TRUST+=("$(realpath "$2")"); shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -54,6 +60,12 @@ cp /bin/busybox "$R/bin/busybox"
 cp "$BIN" "$R/bin/restore"
 install -m 755 "$HERE/init" "$R/init"
 install -m 755 "$HERE/udhcpc.script" "$R/etc/udhcpc.script"
+# Trusted signing keys, the image's default RESTORE_TRUST.
+mkdir -p "$R/etc/restore/trust"
+for k in "${TRUST[@]}"; do
+    grep -q "^RW" "$k" || { echo "--trust $k: not a minisign public key" >&2; exit 2; }
+    install -m 644 "$k" "$R/etc/restore/trust/$(basename "$k")"
+done
 mknod -m 600 "$R/dev/console" c 5 1
 wanted=$(grep -v '^#' "$HERE/modules.txt" | tr ' ' '\n' | grep -v '^$')
 python3 - "$K/lib/modules/$KVER" "$R/lib/modules/$KVER" $wanted > "$R/etc/rescue-modules" <<'PY'

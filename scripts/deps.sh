@@ -61,7 +61,7 @@ ensure_python_servers() {
 
 # Commands the tests use, and the Debian package of each.
 TEST_COMMANDS=(sgdisk:gdisk sfdisk:fdisk mkfs.ext4:e2fsprogs losetup:mount swapon:mount mkswap:util-linux
-    cmp:diffutils python3:python3
+    cmp:diffutils python3:python3 minisign:minisign
     # Boot-loader tests: real loaders installed on test disks, booted under qemu.
     qemu-system-x86_64:qemu-system-x86 /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf
     grub-mkimage:grub-common /usr/lib/grub/i386-pc/boot.img:grub-pc-bin

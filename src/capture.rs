@@ -27,6 +27,10 @@ pub struct CaptureOptions {
     pub chunk_size: Option<u32>,
     /// Keep every block, free space of filesystems included (an exact image).
     pub all_blocks: bool,
+    /// Sign the manifest with this minisign secret key.
+    pub sign_key: Option<PathBuf>,
+    /// Read and hash every chunk already in the store before reusing it.
+    pub verify_existing: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -43,6 +47,11 @@ pub struct CaptureReport {
     /// Chunks that were entirely free filesystem space: neither read into the store nor kept.
     pub free_chunks: u64,
     pub uploaded_bytes: u64,
+    /// Chunks found damaged in the store (empty, truncated, or wrong) and written again.
+    pub repaired_chunks: Vec<String>,
+    /// The key that signed the manifest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
     pub seconds: f64,
 }
 
@@ -54,6 +63,39 @@ struct Counters {
     new_chunks: AtomicU64,
     free_chunks: AtomicU64,
     uploaded: AtomicU64,
+    repaired: std::sync::Mutex<Vec<String>>,
+}
+
+impl Counters {
+    /// Counts what `put_chunk` did; true when bytes were written.
+    fn stored(&self, id: &ChunkId, s: crate::store::Stored) -> bool {
+        use crate::store::Stored;
+        match s {
+            Stored::Existed => false,
+            Stored::Written(n) => {
+                self.new_chunks.fetch_add(1, Ordering::Relaxed);
+                self.uploaded.fetch_add(n, Ordering::Relaxed);
+                true
+            }
+            Stored::Repaired(n, why) => {
+                self.new_chunks.fetch_add(1, Ordering::Relaxed);
+                self.uploaded.fetch_add(n, Ordering::Relaxed);
+                self.repaired
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!("{id}: {why}"));
+                true
+            }
+        }
+    }
+}
+
+/// This machine's name (for `--host`'s default and the holder of a store lock).
+pub fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
 }
 
 pub fn capture(opts: &CaptureOptions, progress: &dyn Progress) -> Result<CaptureReport> {
@@ -67,12 +109,51 @@ pub fn capture(opts: &CaptureOptions, progress: &dyn Progress) -> Result<Capture
         let layout = layout::read_layout(&disk)?;
         disks.push((disk, layout));
     }
+    let key = opts
+        .sign_key
+        .as_deref()
+        .map(crate::signing::SigningKey::load)
+        .transpose()?;
     let (store, created) = Store::open_or_create(&opts.store, opts.chunk_size)?;
+    let holder = format!(
+        "capture of host {} (pid {} on {})",
+        opts.host,
+        std::process::id(),
+        hostname().unwrap_or_default()
+    );
+    // Prune stays out while this capture may reference any chunk it finds or uploads.
+    store.with_lock(
+        crate::store::lock::Kind::Capture,
+        &holder,
+        std::time::Duration::from_secs(600),
+        || {
+            capture_locked(
+                opts,
+                &store,
+                created,
+                &disks,
+                key.as_ref(),
+                started,
+                progress,
+            )
+        },
+    )
+}
+
+fn capture_locked(
+    opts: &CaptureOptions,
+    store: &Store,
+    created: bool,
+    disks: &[(Disk, DiskLayout)],
+    key: Option<&crate::signing::SigningKey>,
+    started: Instant,
+    progress: &dyn Progress,
+) -> Result<CaptureReport> {
     let counters = Counters::default();
     let now = crate::clock::now();
     let mut records = Vec::new();
     let mut names = std::collections::BTreeSet::new();
-    for (disk, layout) in &disks {
+    for (disk, layout) in disks {
         let mut name = disk.name();
         let mut n = 2;
         while !names.insert(name.clone()) {
@@ -80,11 +161,11 @@ pub fn capture(opts: &CaptureOptions, progress: &dyn Progress) -> Result<Capture
             n += 1;
         }
         records.push(capture_disk(
-            &store,
+            store,
             disk,
             layout,
             name,
-            opts.all_blocks,
+            (opts.all_blocks, opts.verify_existing),
             &counters,
             progress,
         )?);
@@ -102,9 +183,10 @@ pub fn capture(opts: &CaptureOptions, progress: &dyn Progress) -> Result<Capture
         disks: records,
         nvram: crate::boot::efivars::efivars_dir().map(|d| crate::boot::efivars::capture(&d)),
     };
+    let bytes = serde_json::to_vec_pretty(&m)?;
+    let signature = key.map(|k| k.sign(&bytes, &m.host, &m.id)).transpose()?;
     crate::failpoint::hit("before-manifest");
-    let key = Manifest::key(&m.host, &m.id);
-    store.put_manifest(&key, &serde_json::to_vec_pretty(&m)?)?;
+    store.commit_snapshot(&m.host, &m.id, &bytes, signature.as_deref())?;
     Ok(CaptureReport {
         snapshot_id: m.id,
         host: m.host,
@@ -117,6 +199,11 @@ pub fn capture(opts: &CaptureOptions, progress: &dyn Progress) -> Result<Capture
         new_chunks: counters.new_chunks.into_inner(),
         free_chunks: counters.free_chunks.into_inner(),
         uploaded_bytes: counters.uploaded.into_inner(),
+        repaired_chunks: counters
+            .repaired
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner()),
+        signed_by: key.map(|k| k.id.clone()),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -126,7 +213,7 @@ fn capture_disk(
     disk: &Disk,
     layout: &DiskLayout,
     name: String,
-    all_blocks: bool,
+    (all_blocks, verify): (bool, bool),
     counters: &Counters,
     progress: &dyn Progress,
 ) -> Result<DiskRecord> {
@@ -134,7 +221,7 @@ fn capture_disk(
     for t in &layout.table_sectors {
         let bytes = disk.read_vec(t.offset, t.length)?;
         let chunk = ChunkId::of(&bytes);
-        store.put_chunk(&chunk, &bytes)?;
+        counters.stored(&chunk, store.put_chunk(&chunk, &bytes, verify)?);
         table_sectors.push(TableSectorRecord {
             name: t.name.clone(),
             offset: t.offset,
@@ -169,8 +256,16 @@ fn capture_disk(
         } else {
             format!("gap-{start}")
         };
-        let (index, ids) =
-            capture_range(store, disk, start, end - start, None, counters, progress)?;
+        let (index, ids) = capture_range(
+            store,
+            disk,
+            start,
+            end - start,
+            None,
+            verify,
+            counters,
+            progress,
+        )?;
         let essential = region_name == "boot-code" || region_name == "post-table-gap";
         if essential || ids.iter().any(|id| !id.is_zero_marker()) {
             boot_regions.push(RegionRecord {
@@ -200,7 +295,7 @@ fn capture_disk(
             Some(m) => {
                 let bytes = m.encode();
                 let id = ChunkId::of(&bytes);
-                store.put_chunk(&id, &bytes)?;
+                counters.stored(&id, store.put_chunk(&id, &bytes, verify)?);
                 (Some(id), bytes.len() as u64)
             }
             None => (None, 0),
@@ -211,6 +306,7 @@ fn capture_disk(
             p.offset,
             p.size,
             mask.as_ref(),
+            verify,
             counters,
             progress,
         )
@@ -258,12 +354,14 @@ fn capture_disk(
 }
 
 /// Chunks one byte range into the store and stores its index.
+#[allow(clippy::too_many_arguments)]
 fn capture_range(
     store: &Store,
     disk: &Disk,
     offset: u64,
     length: u64,
     mask: Option<&crate::disk::extfs::UsedMap>,
+    verify: bool,
     counters: &Counters,
     progress: &dyn Progress,
 ) -> Result<(ChunkId, Vec<ChunkId>)> {
@@ -284,11 +382,8 @@ fn capture_range(
                 counters.zero_chunks.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
-            let written = store.put_chunk(&id, bytes)?;
-            if written > 0 {
+            if counters.stored(&id, store.put_chunk(&id, bytes, verify)?) {
                 crate::failpoint::hit("after-chunk-stored");
-                counters.new_chunks.fetch_add(1, Ordering::Relaxed);
-                counters.uploaded.fetch_add(written, Ordering::Relaxed);
             }
             Ok(())
         },

@@ -91,6 +91,135 @@ enum Command {
     Probe(ProbeArgs),
     /// Check a disk's boot chain offline; exit 0 when it is whole, 1 when a link is broken.
     CheckBoot(CheckBootArgs),
+    /// Prove a store whole: every snapshot's manifest, index and chunk (exit 3 on damage).
+    Check(CheckArgs),
+    /// Forget snapshots by a retention policy (restic's semantics); chunks stay until prune.
+    Forget(ForgetArgs),
+    /// Delete the chunks and indexes no snapshot references.
+    Prune(PruneArgs),
+    /// Signing keys for snapshots.
+    Key(KeyArgs),
+}
+
+/// `--trust`: keys a snapshot must be signed by.
+#[derive(Args)]
+struct TrustArgs {
+    /// Trust only snapshots signed by this minisign public key (repeatable; or RESTORE_TRUST,
+    /// files separated by ':'). Without it, snapshots are not verified.
+    #[arg(long = "trust", value_name = "PUBFILE")]
+    trust: Vec<PathBuf>,
+}
+
+impl TrustArgs {
+    fn load(&self) -> Result<crate::signing::Trust> {
+        let paths: Vec<PathBuf> = if self.trust.is_empty() {
+            std::env::var("RESTORE_TRUST")
+                .unwrap_or_default()
+                .split(':')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        } else {
+            self.trust.clone()
+        };
+        crate::signing::Trust::load(&paths)
+    }
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Store: a directory, file://, http(s)://HOST/PATH or s3://BUCKET/PREFIX.
+    #[arg(long, env = "RESTORE_STORE")]
+    store: String,
+    /// Only this host's snapshots.
+    #[arg(long)]
+    host: Option<String>,
+    /// Only this snapshot (an id, or "latest").
+    #[arg(long)]
+    snapshot: Option<String>,
+    /// Read every referenced object once and check its hash (slow: reads the whole store).
+    #[arg(long)]
+    read_data: bool,
+    /// Objects checked at once.
+    #[arg(long, default_value_t = 8)]
+    jobs: usize,
+    #[command(flatten)]
+    trust: TrustArgs,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct ForgetArgs {
+    /// Store: a directory, file:// or s3://BUCKET/PREFIX.
+    #[arg(long, env = "RESTORE_STORE")]
+    store: String,
+    /// Only this host's snapshots (each host is judged on its own anyway).
+    #[arg(long)]
+    host: Option<String>,
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_hourly: u32,
+    /// ... of each of the last N days.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_daily: u32,
+    /// ... of each of the last N ISO weeks.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_weekly: u32,
+    /// ... of each of the last N months.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_monthly: u32,
+    /// ... of each of the last N years.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_yearly: u32,
+    /// Say what would be forgotten; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Prune afterwards.
+    #[arg(long)]
+    prune: bool,
+    /// How long prune waits for captures in progress, in seconds.
+    #[arg(long, default_value_t = 600)]
+    wait: u64,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    /// Store: a directory, file:// or s3://BUCKET/PREFIX.
+    #[arg(long, env = "RESTORE_STORE")]
+    store: String,
+    /// Say what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// How long to wait for captures in progress to end, in seconds.
+    #[arg(long, default_value_t = 600)]
+    wait: u64,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct KeyArgs {
+    #[command(subcommand)]
+    command: KeyCommand,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Make a key pair: the secret key signs captures, the public key is given to --trust.
+    Generate {
+        /// Where the secret key goes (created 0600; never overwritten).
+        #[arg(long, value_name = "FILE")]
+        secret: PathBuf,
+        /// Where the public key goes.
+        #[arg(long, value_name = "FILE")]
+        public: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -112,6 +241,8 @@ struct CheckBootArgs {
     source: Option<String>,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
     disk: PathBuf,
 }
 
@@ -155,6 +286,13 @@ struct CaptureArgs {
     /// Keep every block, also the free space of ext2/3/4 filesystems (an exact image).
     #[arg(long)]
     all_blocks: bool,
+    /// Sign the snapshot with this minisign secret key (`restore key generate`).
+    #[arg(long, env = "RESTORE_SIGN_KEY", value_name = "FILE")]
+    sign_key: Option<PathBuf>,
+    /// Read and hash every chunk already in the store before reusing it (slower; finds
+    /// damage a size check cannot).
+    #[arg(long)]
+    verify_existing: bool,
     #[command(flatten)]
     common: Common,
     /// Disks to capture.
@@ -171,6 +309,8 @@ struct SnapshotsArgs {
     host: Option<String>,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 #[derive(Args)]
@@ -184,6 +324,8 @@ struct ShowArgs {
     host: Option<String>,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 #[derive(Args)]
@@ -197,6 +339,8 @@ struct Selection {
     /// Snapshot id, or "latest".
     #[arg(long, default_value = "latest")]
     snapshot: String,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// Check only tables, boot regions and critical chunks (well under a second).
     #[arg(long)]
     quick: bool,
@@ -276,6 +420,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Apply(a) => run_apply(a),
         Command::Probe(a) => run_probe(a),
         Command::CheckBoot(a) => run_check_boot(a),
+        Command::Check(a) => run_check(a),
+        Command::Forget(a) => run_forget(a),
+        Command::Prune(a) => run_prune(a),
+        Command::Key(a) => run_key(a),
     }
 }
 
@@ -292,6 +440,8 @@ fn run_capture(a: CaptureArgs) -> Result<i32> {
         host: a.host,
         disks: a.disks,
         chunk_size: a.chunk_size,
+        sign_key: a.sign_key,
+        verify_existing: a.verify_existing,
     };
     let progress = a.common.progress();
     let r = capture::capture(&opts, progress.as_ref())?;
@@ -315,6 +465,12 @@ fn run_capture(a: CaptureArgs) -> Result<i32> {
             r.zero_chunks,
             r.free_chunks
         );
+        for r in &r.repaired_chunks {
+            eprintln!("repaired a damaged chunk in the store: {r}");
+        }
+        if let Some(key) = &r.signed_by {
+            eprintln!("signed by key {key}");
+        }
         outln!("{}", r.snapshot_id);
     }
     Ok(0)
@@ -322,28 +478,43 @@ fn run_capture(a: CaptureArgs) -> Result<i32> {
 
 fn run_snapshots(a: SnapshotsArgs) -> Result<i32> {
     let store = Store::open(&Location::parse(&a.store)?)?;
-    let list = manifest::list(&store, a.host.as_deref())?;
+    let trust = a.trust.load()?;
+    let list = manifest::list(&store, a.host.as_deref(), &trust)?;
     if a.json {
         print_json(&list)?;
     } else if list.is_empty() {
         outln!("no snapshots in {}", store.describe());
     } else {
         outln!(
-            "{:<24} {:<24} {:<28} {:>5} {:>10}",
+            "{:<24} {:<24} {:<28} {:>5} {:>10}  {}",
             "HOST",
             "SNAPSHOT",
             "CREATED",
             "DISKS",
-            "SIZE"
+            "SIZE",
+            if trust.is_empty() { "" } else { "SIGNED BY" }
         );
-        for s in list {
+        for s in &list {
+            let signed = match (&s.refused, &s.signed_by) {
+                (Some(_), _) => "REFUSED (see below)".to_string(),
+                (None, Some(k)) => k.clone(),
+                (None, None) => String::new(),
+            };
             outln!(
-                "{:<24} {:<24} {:<28} {:>5} {:>10}",
+                "{:<24} {:<24} {:<28} {:>5} {:>10}  {signed}",
                 s.host,
                 s.id,
                 s.created,
                 s.disks,
                 units::bytes(s.bytes)
+            );
+        }
+        for s in list.iter().filter(|s| s.refused.is_some()) {
+            outln!(
+                "refused {}/{}: {}",
+                s.host,
+                s.id,
+                s.refused.as_deref().unwrap_or_default()
             );
         }
     }
@@ -352,9 +523,12 @@ fn run_snapshots(a: SnapshotsArgs) -> Result<i32> {
 
 fn run_show(a: ShowArgs) -> Result<i32> {
     let store = Store::open(&Location::parse(&a.store)?)?;
-    let m = manifest::resolve(&store, a.host.as_deref(), &a.snapshot)?;
+    let (m, verification) =
+        manifest::resolve(&store, a.host.as_deref(), &a.snapshot, &a.trust.load()?)?;
     if a.json {
-        print_json(&m)?;
+        let mut v = serde_json::to_value(&m)?;
+        v["verification"] = serde_json::to_value(&verification)?;
+        print_json(&v)?;
         return Ok(0);
     }
     outln!(
@@ -364,6 +538,7 @@ fn run_show(a: ShowArgs) -> Result<i32> {
         m.created,
         units::bytes(u64::from(m.chunk_size))
     );
+    outln!("{verification}");
     for d in &m.disks {
         outln!(
             "\ndisk {} ({}): {} ({} bytes), {}-byte sectors, table {}",
@@ -426,6 +601,7 @@ fn plan_options(sel: &Selection, disks: Vec<PathBuf>) -> Result<PlanOptions> {
     };
     Ok(PlanOptions {
         store: Location::parse(&store)?,
+        trust: sel.trust.load()?,
         host: sel.host.clone(),
         snapshot: sel.snapshot.clone(),
         targets: disks,
@@ -601,7 +777,7 @@ fn run_apply(a: ApplyArgs) -> Result<i32> {
         prove: saved,
         overwrite_foreign: a.overwrite_foreign,
     };
-    let prepared = apply::prepare(plan, &store, &opts, progress.as_ref())?;
+    let prepared = apply::prepare(plan, &store, &opts, &a.sel.trust.load()?, progress.as_ref())?;
     let plan = prepared.plan.clone();
     if !a.common.json {
         out!("{}", plan::render::human(&plan));
@@ -663,7 +839,8 @@ fn run_check_boot(a: CheckBootArgs) -> Result<i32> {
     let report = match &a.store {
         Some(s) => {
             let store = Store::open(&Location::parse(s)?)?;
-            let m = manifest::resolve(&store, a.host.as_deref(), &a.snapshot)?;
+            let (m, _) =
+                manifest::resolve(&store, a.host.as_deref(), &a.snapshot, &a.trust.load()?)?;
             let pick = match &a.source {
                 Some(name) => m.disks.iter().find(|d| &d.name == name),
                 None if m.disks.len() == 1 => m.disks.first(),
@@ -712,4 +889,149 @@ fn run_check_boot(a: CheckBootArgs) -> Result<i32> {
         );
     }
     Ok(if report.whole { 0 } else { 1 })
+}
+
+/// Exit code of `check` when the store is damaged.
+pub const EXIT_DAMAGED: i32 = 3;
+
+fn run_check(a: CheckArgs) -> Result<i32> {
+    let store = Store::open(&Location::parse(&a.store)?)?;
+    let trust = a.trust.load()?;
+    let opts = crate::check::CheckOptions {
+        host: a.host.as_deref(),
+        snapshot: a.snapshot.as_deref(),
+        read_data: a.read_data,
+        jobs: a.jobs,
+    };
+    let progress = a.common.progress();
+    let r = crate::check::check(&store, &opts, &trust, progress.as_ref())?;
+    if a.common.json {
+        print_json(&r)?;
+    } else {
+        for p in &r.problems {
+            outln!("DAMAGED {}: {}", p.object, p.problem);
+            if !p.breaks.is_empty() {
+                outln!("  breaks {}", p.breaks.join(", "));
+            }
+        }
+        outln!(
+            "{}: {} snapshot(s), {} object(s) checked{} in {:.1} s",
+            if r.whole {
+                "store whole".to_string()
+            } else {
+                format!("store DAMAGED ({} problem(s))", r.problems.len())
+            },
+            r.snapshots,
+            r.objects,
+            if a.read_data {
+                format!(
+                    ", {} read and hashed ({}/s)",
+                    units::bytes(r.bytes_read),
+                    units::bytes((r.bytes_read as f64 / r.seconds.max(1e-3)) as u64)
+                )
+            } else {
+                String::new()
+            },
+            r.seconds
+        );
+    }
+    Ok(if r.whole { 0 } else { EXIT_DAMAGED })
+}
+
+fn run_forget(a: ForgetArgs) -> Result<i32> {
+    let store = Store::open(&Location::parse(&a.store)?)?;
+    let policy = crate::forget::Policy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+    };
+    let verdicts = crate::forget::forget(&store, a.host.as_deref(), &policy, a.dry_run)?;
+    let pruned = if a.prune && !a.dry_run {
+        let progress = a.common.progress();
+        Some(crate::prune::prune(
+            &store,
+            false,
+            std::time::Duration::from_secs(a.wait),
+            progress.as_ref(),
+        )?)
+    } else {
+        None
+    };
+    if a.common.json {
+        print_json(
+            &serde_json::json!({"snapshots": verdicts, "dry_run": a.dry_run, "prune": pruned}),
+        )?;
+    } else {
+        for v in &verdicts {
+            outln!(
+                "{:<6} {}/{} {} {}",
+                if v.keep { "keep" } else { "forget" },
+                v.host,
+                v.id,
+                v.created,
+                v.reasons.join(", ")
+            );
+        }
+        let gone = verdicts.iter().filter(|v| !v.keep).count();
+        outln!(
+            "{} {gone} of {} snapshot(s){}",
+            if a.dry_run { "would forget" } else { "forgot" },
+            verdicts.len(),
+            if a.dry_run {
+                " (dry run: nothing changed)"
+            } else {
+                ""
+            }
+        );
+        if let Some(p) = &pruned {
+            print_prune(p);
+        }
+    }
+    Ok(0)
+}
+
+fn print_prune(p: &crate::prune::PruneReport) {
+    outln!(
+        "{} {} chunk(s) and {} index(es), {}, that none of {} snapshot(s) references ({:.1} s)",
+        if p.dry_run { "would delete" } else { "deleted" },
+        p.deleted_chunks,
+        p.deleted_indexes,
+        units::bytes(p.deleted_bytes),
+        p.snapshots,
+        p.seconds
+    );
+}
+
+fn run_prune(a: PruneArgs) -> Result<i32> {
+    let store = Store::open(&Location::parse(&a.store)?)?;
+    let progress = a.common.progress();
+    let r = crate::prune::prune(
+        &store,
+        a.dry_run,
+        std::time::Duration::from_secs(a.wait),
+        progress.as_ref(),
+    )?;
+    if a.common.json {
+        print_json(&r)?;
+    } else {
+        print_prune(&r);
+    }
+    Ok(0)
+}
+
+fn run_key(a: KeyArgs) -> Result<i32> {
+    match a.command {
+        KeyCommand::Generate { secret, public } => {
+            let id = crate::signing::generate(&secret, &public)?;
+            outln!(
+                "key {id}: secret key \"{}\" (keep it on the hosts that capture), public key \"{}\" (give it to --trust)",
+                secret.display(),
+                public.display()
+            );
+        }
+    }
+    Ok(0)
 }

@@ -423,8 +423,8 @@ fn hex_urls_and_listings() {
         |(text, bytes)| {
             let _ = crate::hex::decode(&text);
             let _ = crate::hex::decode(&String::from_utf8_lossy(&bytes));
-            let _ = crate::store::parse_catalogue(&bytes);
-            let _ = crate::store::parse_catalogue(text.as_bytes());
+            let _ = crate::store::catalogue::parse_catalogue(&bytes);
+            let _ = crate::store::catalogue::parse_catalogue(text.as_bytes());
             let _ = crate::store::http::index_links(&text);
             if let Ok(l) = crate::store::Location::parse(&text) {
                 // Whatever was typed, what is shown carries no password.

@@ -22,12 +22,14 @@ macro_rules! eprint {
 mod apply;
 mod boot;
 mod capture;
+mod check;
 mod check_boot;
 mod chunk;
 mod cli;
 mod clock;
 mod disk;
 mod failpoint;
+mod forget;
 #[cfg(test)]
 mod fuzz;
 mod hex;
@@ -35,6 +37,8 @@ mod manifest;
 mod plan;
 mod probe;
 mod progress;
+mod prune;
+mod signing;
 mod store;
 mod units;
 

@@ -9,6 +9,7 @@ use crate::boot::BootLoader;
 use crate::chunk::ChunkId;
 use crate::disk::Identity;
 use crate::disk::layout::{PartitionInfo, TableInfo};
+use crate::signing::{Trust, Verification};
 use crate::store::Store;
 use crate::store::backend::BackendError;
 
@@ -271,6 +272,7 @@ pub fn valid_id(id: &str) -> Result<()> {
     ensure!(
         !id.is_empty()
             && id.len() <= 64
+            && id != "index"
             && !id.starts_with('.')
             && id
                 .chars()
@@ -288,6 +290,12 @@ pub struct SnapshotSummary {
     pub created: String,
     pub disks: usize,
     pub bytes: u64,
+    /// With --trust: the key that signed it; None when not checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
+    /// Why it cannot be used (not trusted, damaged), if so: never `latest`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 pub fn valid_host(host: &str) -> Result<()> {
@@ -305,40 +313,51 @@ pub fn valid_host(host: &str) -> Result<()> {
 }
 
 /// Every complete snapshot (manifests only appear once complete), optionally of one host,
-/// oldest first.
-pub fn list(store: &Store, host: Option<&str>) -> Result<Vec<SnapshotSummary>> {
-    let prefix = match host {
-        Some(h) => {
-            valid_host(h)?;
-            format!("snapshots/{h}/")
-        }
-        None => "snapshots/".to_string(),
-    };
+/// oldest first. A snapshot that is damaged, or not signed by a trusted key (with `trust`),
+/// is listed with the reason it is refused.
+pub fn list(store: &Store, host: Option<&str>, trust: &Trust) -> Result<Vec<SnapshotSummary>> {
     let mut out = Vec::new();
-    for key in store.list(&prefix)? {
-        let Some(rest) = key.strip_prefix("snapshots/") else {
-            continue;
+    for (host, id) in store.snapshot_keys(host)? {
+        let summary = match load(store, &host, &id, trust) {
+            Ok((m, v)) => SnapshotSummary {
+                host: m.host.clone(),
+                id: m.id.clone(),
+                created: m.created.clone(),
+                disks: m.disks.len(),
+                bytes: m.disks.iter().map(|d| d.size).sum(),
+                signed_by: match v {
+                    Verification::SignedBy { key } => Some(key),
+                    Verification::NotVerified => None,
+                },
+                refused: None,
+            },
+            Err(e) => SnapshotSummary {
+                host: host.clone(),
+                id: id.clone(),
+                created: String::new(),
+                disks: 0,
+                bytes: 0,
+                signed_by: None,
+                refused: Some(format!("{e:#}")),
+            },
         };
-        let Some((host, file)) = rest.split_once('/') else {
-            continue;
-        };
-        let Some(id) = file.strip_suffix(".json") else {
-            continue;
-        };
-        let m = load(store, host, id)?;
-        out.push(SnapshotSummary {
-            host: m.host.clone(),
-            id: m.id.clone(),
-            created: m.created.clone(),
-            disks: m.disks.len(),
-            bytes: m.disks.iter().map(|d| d.size).sum(),
-        });
+        out.push(summary);
     }
     out.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
     Ok(out)
 }
 
-pub fn load(store: &Store, host: &str, id: &str) -> Result<Manifest> {
+/// Loads snapshot `id` of `host`: the names are checked before they form a key (so nothing
+/// outside `snapshots/` is ever opened), the signature with `trust`, and the manifest must say
+/// it is that snapshot of that host (a manifest copied elsewhere is refused).
+pub fn load(
+    store: &Store,
+    host: &str,
+    id: &str,
+    trust: &Trust,
+) -> Result<(Manifest, Verification)> {
+    valid_host(host)?;
+    valid_id(id)?;
     let key = Manifest::key(host, id);
     let raw = store
         .get_object(&key, crate::store::MAX_MANIFEST)
@@ -349,22 +368,48 @@ pub fn load(store: &Store, host: &str, id: &str) -> Result<Manifest> {
             ),
             BackendError::Other(e) => e,
         })?;
+    let signature = if trust.is_empty() {
+        None
+    } else {
+        match store.get_object(&format!("{key}.minisig"), crate::signing::MAX_SIG) {
+            Ok(sig) => Some(sig),
+            Err(BackendError::NotFound(_)) => None,
+            Err(BackendError::Other(e)) => return Err(e),
+        }
+    };
+    let verification = trust.verify(&raw, signature.as_deref(), host, id)?;
     let m = Manifest::parse(&raw, &key)?;
+    ensure!(
+        m.host == host && m.id == id,
+        "manifest {key} says it is snapshot {} of host {}: a manifest is bound to where it is stored; refused",
+        m.id,
+        m.host
+    );
     ensure!(
         m.chunk_size == store.config.chunk_size,
         "manifest {key} uses {}-byte chunks but the store uses {}",
         m.chunk_size,
         store.config.chunk_size
     );
-    Ok(m)
+    Ok((m, verification))
 }
 
 /// Resolves `--snapshot ID|latest` and `--host`: an id is unique across hosts in practice,
-/// but a host narrows the search; `latest` needs a host unless the store has only one.
-pub fn resolve(store: &Store, host: Option<&str>, snapshot: &str) -> Result<Manifest> {
-    let all = list(store, host)?;
+/// but a host narrows the search; `latest` needs a host unless the store has only one, and is
+/// the newest snapshot that loads (and, with trust, is verified), skipping any that claims to
+/// come from more than a day in the future.
+pub fn resolve(
+    store: &Store,
+    host: Option<&str>,
+    snapshot: &str,
+    trust: &Trust,
+) -> Result<(Manifest, Verification)> {
+    if snapshot != "latest" {
+        valid_id(snapshot)?;
+    }
+    let all = list(store, host, trust)?;
+    let hosts: std::collections::BTreeSet<&str> = all.iter().map(|s| s.host.as_str()).collect();
     let pick = if snapshot == "latest" {
-        let hosts: std::collections::BTreeSet<&str> = all.iter().map(|s| s.host.as_str()).collect();
         if hosts.len() > 1 {
             bail!(
                 "store {} holds snapshots of several hosts ({}); say which with --host",
@@ -372,7 +417,24 @@ pub fn resolve(store: &Store, host: Option<&str>, snapshot: &str) -> Result<Mani
                 hosts.into_iter().collect::<Vec<_>>().join(", ")
             );
         }
-        all.last()
+        let horizon = crate::clock::rfc3339_after_days(1);
+        let usable: Vec<&SnapshotSummary> = all.iter().filter(|s| s.refused.is_none()).collect();
+        for s in usable.iter().filter(|s| s.created > horizon) {
+            eprintln!(
+                "warning: snapshot {} of host {} claims to be from {}, in the future: it is not taken as latest",
+                s.id, s.host, s.created
+            );
+        }
+        match usable.into_iter().rev().find(|s| s.created <= horizon) {
+            Some(s) => Some(s),
+            None => {
+                if let Some(bad) = all.last() {
+                    // Say why the newest one cannot be used.
+                    return load(store, &bad.host, &bad.id, trust);
+                }
+                None
+            }
+        }
     } else {
         all.iter().rev().find(|s| s.id == snapshot)
     };
@@ -385,5 +447,5 @@ pub fn resolve(store: &Store, host: Option<&str>, snapshot: &str) -> Result<Mani
             None => bail!("no snapshot {snapshot} in store {}", store.describe()),
         }
     };
-    load(store, &s.host, &s.id)
+    load(store, &s.host, &s.id, trust)
 }

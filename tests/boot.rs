@@ -12,20 +12,25 @@ use common::vm::Firmware;
 /// Repairs `target` with plan + apply and boots it.
 #[track_caller]
 fn repair_and_boot(tmp: &Tmp, original: &Path, target: &Path, fw: Firmware) {
-    let out = apply_store(tmp, target);
+    repair_and_boot_with(tmp, original, target, fw, &[]);
+}
+
+/// `repair_and_boot` with more arguments for apply (--trust, say).
+#[track_caller]
+fn repair_and_boot_with(tmp: &Tmp, original: &Path, target: &Path, fw: Firmware, extra: &[&str]) {
+    let store = tmp.store();
+    let mut args = vec!["apply", "--store", &store, "--yes", "--no-progress"];
+    args.extend_from_slice(extra);
+    args.push(p(target));
+    let out = ok(&args);
     assert!(
         out.contains("Boot chain of") && out.contains("whole"),
         "{out}"
     );
-    let size = std::fs::metadata(original)
-        .unwrap()
-        .len()
-        .min(std::fs::metadata(target).unwrap().len());
     if std::fs::metadata(original).unwrap().len() == std::fs::metadata(target).unwrap().len() {
         assert_same(original, target);
     } else {
         assert_eq!(read_at(original, 0, 440), read_at(target, 0, 440));
-        let _ = size;
     }
     let (whole, report) = check_boot(tmp, target);
     assert!(whole, "check-boot after apply:\n{report}");
@@ -92,7 +97,20 @@ fn bios_grub_on_mbr_post_mbr_gap() {
     let Some(dir) = fixtures() else { return };
     let tmp = Tmp::new();
     let orig = copy_fixture(&tmp, &dir, "bios-mbr.img");
-    capture(&tmp, "bios-mbr", &[&orig]);
+    // A signed capture: verified, restored and booted as before.
+    let (sk, pk) = (tmp.path("k.key"), tmp.path("k.pub"));
+    ok(&["key", "generate", "--secret", p(&sk), "--public", p(&pk)]);
+    ok(&[
+        "capture",
+        "--store",
+        &tmp.store(),
+        "--host",
+        "bios-mbr",
+        "--sign-key",
+        p(&sk),
+        "--no-progress",
+        p(&orig),
+    ]);
     let t = tmp.path("t.img");
     std::fs::copy(&orig, &t).unwrap();
     write_at(&t, 512, &random_bytes(6, 2048 * 512 - 512));
@@ -107,7 +125,7 @@ fn bios_grub_on_mbr_post_mbr_gap() {
         .map(|a| a["name"].as_str().unwrap())
         .collect();
     assert_eq!(written, vec!["post-table-gap"], "{plan:#}");
-    repair_and_boot(&tmp, &orig, &t, Firmware::Bios);
+    repair_and_boot_with(&tmp, &orig, &t, Firmware::Bios, &["--trust", p(&pk)]);
 }
 
 #[test]

@@ -36,6 +36,11 @@ fn built() -> Option<(PathBuf, PathBuf)> {
             p(&out).into(),
         ];
         args.extend(["--cmdline".to_string(), CMDLINE.to_string()]);
+        // The image trusts the test key: it restores only snapshots signed with it.
+        args.extend([
+            "--trust".to_string(),
+            p(&root.join("tests/keys/rescue-test.pub")).into(),
+        ]);
         let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         sh("bash", &args);
         *b = Some((out, fixtures));
@@ -43,10 +48,33 @@ fn built() -> Option<(PathBuf, PathBuf)> {
     b.clone()
 }
 
-/// A store (one host) on an ext4 disk image, as a USB disk holding backups would be.
+/// A store (one host) on an ext4 disk image, as a USB disk holding backups would be; its
+/// snapshot signed with the key the test image trusts.
 fn store_disk(tmp: &Tmp, server: &Path) -> PathBuf {
-    capture(tmp, "web-3", &[server]);
-    let img = tmp.path("store-disk.img");
+    store_disk_signed(tmp, server, true)
+}
+
+fn store_disk_signed(tmp: &Tmp, server: &Path, signed: bool) -> PathBuf {
+    let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys/rescue-test.key");
+    let store = tmp.store();
+    let mut args = vec![
+        "capture",
+        "--store",
+        &store,
+        "--host",
+        "web-3",
+        "--no-progress",
+    ];
+    if signed {
+        args.extend(["--sign-key", p(&key)]);
+    }
+    args.push(p(server));
+    ok(&args);
+    let img = tmp.path(if signed {
+        "store-disk.img"
+    } else {
+        "unsigned-store-disk.img"
+    });
     let dir = tmp.path("store-fs");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::rename(tmp.path("store"), dir.join("store")).unwrap();
@@ -156,6 +184,28 @@ fn incident_bios_grub_repaired_by_the_rescue_iso() {
     let (tmp, orig, store, server) = server_and_store(&fixtures, "bios-gpt.img");
     write_at(&server, 0, &[0u8; 440]);
     write_at(&server, MIB, &random_bytes(1, MIB as usize));
+    // First a store whose snapshot is not signed: the image trusts a key, so it is refused
+    // and nothing is written.
+    let unsigned_tmp = Tmp::new();
+    let unsigned = store_disk_signed(&unsigned_tmp, &orig, false);
+    let before = file_hash(&server);
+    let (log, _) = rescue(
+        &tmp,
+        Boot::Iso(&image.join("restore-rescue.iso")),
+        &server,
+        &unsigned,
+    );
+    assert!(
+        log.contains("restoring only snapshots signed by: rescue-test.pub")
+            && log.contains("restore-rescue: apply failed")
+            && log.contains("is not signed"),
+        "{log}"
+    );
+    assert_eq!(
+        before,
+        file_hash(&server),
+        "an unsigned snapshot wrote to the disk"
+    );
     let (log, secs) = rescue(
         &tmp,
         Boot::Iso(&image.join("restore-rescue.iso")),
@@ -267,6 +317,8 @@ fn image_is_reproducible() {
                 p(&out),
                 "--binary",
                 &bin,
+                "--trust",
+                p(&root.join("tests/keys/rescue-test.pub")),
             ])
             .env("SOURCE_DATE_EPOCH", "1764400000")
             .output()

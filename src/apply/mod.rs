@@ -74,9 +74,17 @@ pub fn prepare<'a>(
     plan: Plan,
     store: &'a Store,
     opts: &ApplyOptions,
+    trust: &crate::signing::Trust,
     progress: &dyn Progress,
 ) -> Result<Prepared<'a>> {
-    let m = manifest::load(store, &plan.host, &plan.snapshot)?;
+    if let Some(key) = &plan.signed_by
+        && trust.is_empty()
+    {
+        bail!(
+            "the plan was made from a snapshot verified with key {key}: give --trust (or RESTORE_TRUST) to apply it; nothing was written"
+        );
+    }
+    let (m, _) = manifest::load(store, &plan.host, &plan.snapshot, trust)?;
     ensure!(
         m.chunk_size == plan.chunk_size,
         "plan and snapshot disagree on the chunk size; make a new plan"

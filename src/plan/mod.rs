@@ -146,6 +146,9 @@ pub struct Plan {
     pub store: Location,
     pub host: String,
     pub snapshot: String,
+    /// The trusted key the snapshot's signature was verified with; None when no key was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
     pub chunk_size: u32,
     pub mode: Mode,
     /// --grow-last: the last partition is extended to the end of a larger target.
@@ -478,6 +481,8 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>> {
 
 pub struct PlanOptions {
     pub store: Location,
+    /// Keys a snapshot must be signed by (none: not verified, and the plan says so).
+    pub trust: crate::signing::Trust,
     pub host: Option<String>,
     pub snapshot: String,
     pub targets: Vec<PathBuf>,
@@ -512,7 +517,8 @@ impl PlanOptions {
 /// Makes the plan against `store`, the store opened at `opts.store` (opened once by the
 /// caller, which may go on to apply with it).
 pub fn make(store: &Store, opts: &PlanOptions, progress: &dyn Progress) -> Result<Plan> {
-    let m = manifest::resolve(store, opts.host.as_deref(), &opts.snapshot)?;
+    let (m, verification) =
+        manifest::resolve(store, opts.host.as_deref(), &opts.snapshot, &opts.trust)?;
     let mapping = mapping::pair(&m, &opts.targets, &opts.maps)?;
     let mut disks = Vec::new();
     let mut rate = None;
@@ -545,6 +551,10 @@ pub fn make(store: &Store, opts: &PlanOptions, progress: &dyn Progress) -> Resul
         store: opts.store.absolute()?,
         host: m.host.clone(),
         snapshot: m.id.clone(),
+        signed_by: match verification {
+            crate::signing::Verification::SignedBy { key } => Some(key),
+            crate::signing::Verification::NotVerified => None,
+        },
         chunk_size: m.chunk_size,
         mode: opts.mode,
         grow_last: opts.grow_last,

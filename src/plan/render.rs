@@ -40,6 +40,14 @@ pub fn human(plan: &Plan) -> String {
         "Plan: host {} snapshot {} from {} ({mode})",
         plan.host, plan.snapshot, plan.store
     );
+    let _ = writeln!(
+        out,
+        "{}",
+        match &plan.signed_by {
+            Some(key) => crate::signing::Verification::SignedBy { key: key.clone() },
+            None => crate::signing::Verification::NotVerified,
+        }
+    );
     for d in &plan.disks {
         let _ = writeln!(
             out,

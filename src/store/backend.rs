@@ -52,8 +52,32 @@ pub trait Backend: Send + Sync {
     /// Writes `data` under `key` atomically: readers see the old state or all of the new bytes.
     fn put(&self, key: &str, data: &[u8]) -> Result<()>;
     fn exists(&self, key: &str) -> Result<bool>;
+    /// The size of an object, None when it does not exist.
+    fn size(&self, key: &str) -> Result<Option<u64>>;
+    /// Bytes `offset..offset+len` of an object, where the backend reads ranges cheaply (a
+    /// local file); None elsewhere.
+    fn read_range(&self, _key: &str, _offset: u64, _len: u64) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    /// Whether `read_range` works here (and costs no more than a small read).
+    fn reads_ranges(&self) -> bool {
+        false
+    }
     /// Keys directly or indirectly under `prefix` (a folder ending in '/').
     fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Keys under `prefix` with their sizes (one listing where the backend has one).
+    fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for key in self.list(prefix)? {
+            if let Some(size) = self.size(&key)? {
+                out.push((key, size));
+            }
+        }
+        Ok(out)
+    }
+    /// Removes an object; one that is already gone is not an error.
+    fn delete(&self, key: &str) -> Result<()>;
+
     /// Makes every object written so far durable; called before a manifest is committed.
     fn sync(&self) -> Result<()>;
     /// True when `list` is a real listing (a directory, S3), not a crawl of web pages.
@@ -69,12 +93,16 @@ pub trait Backend: Send + Sync {
 /// A store in a local directory (also the layout served over HTTP or copied to S3).
 pub struct LocalBackend {
     root: PathBuf,
+    /// Directories that received a rename since the last `sync`: their entries are made
+    /// durable there (a manifest's directory at once).
+    renamed_in: std::sync::Mutex<std::collections::BTreeSet<PathBuf>>,
 }
 
 impl LocalBackend {
     pub fn new(root: &Path) -> LocalBackend {
         LocalBackend {
             root: root.to_path_buf(),
+            renamed_in: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 
@@ -131,6 +159,9 @@ impl Backend for LocalBackend {
         }
     }
 
+    /// Durable: the bytes are on disk before the name points at them (a power cut never
+    /// leaves a named but empty object), and the directory entry is synced with the next
+    /// `sync` (at once for metadata, which commits snapshots).
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
         let path = self.path(key);
         let dir = path.parent().context("store key without a folder")?;
@@ -139,16 +170,56 @@ impl Backend for LocalBackend {
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(data)?;
-            if key.ends_with(".json") {
-                // Small metadata objects are synced one by one; chunks are synced in bulk by sync().
-                f.sync_all()?;
+            f.sync_data()?;
+            fs::rename(&tmp, &path)?;
+            if !key.starts_with("chunks/") && !key.starts_with("indexes/") {
+                fs::File::open(dir)?.sync_all()?;
             }
-            fs::rename(&tmp, &path)
+            Ok(())
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
             anyhow::Error::new(e).context(format!("writing {}", path.display()))
-        })
+        })?;
+        self.renamed_in
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dir.to_path_buf());
+        Ok(())
+    }
+
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        let path = self.path(key);
+        match fs::symlink_metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("checking {}", path.display()))),
+        }
+    }
+
+    fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Option<Vec<u8>>> {
+        use std::os::unix::fs::FileExt;
+        let path = self.path(key);
+        let f = fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut buf = vec![0u8; usize::try_from(len.min(1 << 20)).unwrap_or(0)];
+        let n = f
+            .read_at(&mut buf, offset)
+            .with_context(|| format!("reading {}", path.display()))?;
+        buf.truncate(n);
+        Ok(Some(buf))
+    }
+
+    fn reads_ranges(&self) -> bool {
+        true
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("removing {}", path.display()))),
+        }
     }
 
     fn exists(&self, key: &str) -> Result<bool> {
@@ -198,6 +269,12 @@ impl Backend for LocalBackend {
         let dir = fs::File::open(&self.root)
             .with_context(|| format!("opening {}", self.root.display()))?;
         rustix::fs::syncfs(&dir).with_context(|| format!("syncing {}", self.root.display()))?;
+        let dirs = std::mem::take(&mut *self.renamed_in.lock().unwrap_or_else(|p| p.into_inner()));
+        for d in dirs {
+            fs::File::open(&d)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("syncing directory {}", d.display()))?;
+        }
         Ok(())
     }
 }

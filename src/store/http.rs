@@ -14,8 +14,6 @@ use super::HttpLocation;
 use super::backend::{Backend, BackendError, too_large};
 use super::remote::{RemoteOptions, bundled_roots, lacks_system_roots, runtime};
 
-pub const CATALOGUE: &str = "snapshots/index.json";
-
 /// A directory index page larger than this is not one.
 const MAX_PAGE: u64 = 16 << 20;
 /// The crawl of directory index pages: how deep below the listed prefix, how many pages.
@@ -266,6 +264,33 @@ impl Backend for HttpBackend {
         self.writable()
     }
 
+    fn delete(&self, _key: &str) -> Result<()> {
+        self.writable()
+    }
+
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        let url = self.url(key);
+        let result = self.rt.block_on(async {
+            let mut req = self.client.head(&url);
+            if let Some((user, password)) = &self.auth {
+                req = req.basic_auth(user, password.as_ref());
+            }
+            tokio::time::timeout(self.deadline, req.send()).await
+        });
+        match result {
+            Ok(Ok(resp)) if resp.status().is_success() => {
+                Ok(Some(resp.content_length().unwrap_or(0)))
+            }
+            Ok(Ok(resp)) if resp.status() == StatusCode::NOT_FOUND => Ok(None),
+            Ok(Ok(resp)) => bail!("HTTP {} for {url}", resp.status()),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!("checking {url}"))),
+            Err(_) => bail!(
+                "timed out: no answer from {url} within {:.0} s",
+                self.deadline.as_secs_f64()
+            ),
+        }
+    }
+
     fn exists(&self, key: &str) -> Result<bool> {
         match self.request(reqwest::Method::HEAD, key, 0) {
             Ok(_) => Ok(true),
@@ -274,16 +299,10 @@ impl Backend for HttpBackend {
         }
     }
 
+    /// A web server cannot list: its directory index pages are crawled (the store reads its
+    /// catalogue first, `store::catalogue`).
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        match self.request(reqwest::Method::GET, CATALOGUE, super::MAX_CATALOGUE) {
-            Ok(raw) => {
-                let keys = super::parse_catalogue(&raw.unwrap_or_default())
-                    .with_context(|| format!("{} of store {}", CATALOGUE, self.describe()))?;
-                Ok(keys.into_iter().filter(|k| k.starts_with(prefix)).collect())
-            }
-            Err(BackendError::NotFound(_)) => self.list_from_index_pages(prefix),
-            Err(BackendError::Other(e)) => Err(e),
-        }
+        self.list_from_index_pages(prefix)
     }
 
     fn sync(&self) -> Result<()> {

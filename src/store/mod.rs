@@ -3,8 +3,11 @@
 //! hides where that is.
 
 pub mod backend;
+pub mod catalogue;
+pub mod frame;
 pub mod http;
 pub mod index;
+pub mod lock;
 mod presence;
 pub mod remote;
 pub mod retry;
@@ -87,7 +90,18 @@ pub struct Store {
     pub config: StoreConfig,
 }
 
-fn shard(kind: &str, id: &ChunkId) -> String {
+/// What `put_chunk` did.
+#[derive(Debug)]
+pub enum Stored {
+    /// The store already held the chunk, whole.
+    Existed,
+    /// New: this many compressed bytes were written.
+    Written(u64),
+    /// The stored object was damaged (why) and was written again.
+    Repaired(u64, String),
+}
+
+pub fn shard(kind: &str, id: &ChunkId) -> String {
     let hex = id.to_hex();
     format!("{kind}/{}/{hex}", &hex[..2])
 }
@@ -151,19 +165,85 @@ impl Store {
         self.backend.describe()
     }
 
+    /// Whether listing is a real listing (a directory, S3), not a crawl of web pages.
+    pub fn lists_cheaply(&self) -> bool {
+        self.backend.lists_cheaply()
+    }
+
     pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
         self.backend.exists(&shard("chunks", id))
     }
 
-    /// Stores a chunk unless the store already has it; returns the compressed bytes written.
-    pub fn put_chunk(&self, id: &ChunkId, data: &[u8]) -> Result<u64> {
+    /// Stores a chunk unless the store already holds it whole. An existing object is not
+    /// trusted blindly: its size must be plausible and (where ranges read cheaply, a local
+    /// store) its zstd frame must end where the object does; `verify` reads and hashes it. A
+    /// damaged one is written again.
+    pub fn put_chunk(&self, id: &ChunkId, data: &[u8], verify: bool) -> Result<Stored> {
         let key = shard("chunks", id);
-        if self.backend.exists(&key)? {
-            return Ok(0);
-        }
-        let packed = zstd::bulk::compress(data, ZSTD_LEVEL).context("compressing a chunk")?;
+        let mut packed = None;
+        let damage = match self.backend.size(&key)? {
+            None => None,
+            Some(size) => match self.chunk_problem(id, &key, size, data.len() as u64, verify) {
+                // Without cheap range reads (S3) the frame cannot be walked: the object must
+                // be exactly as long as this chunk compresses to (zstd is deterministic).
+                None if !verify && !self.backend.reads_ranges() => {
+                    let p =
+                        zstd::bulk::compress(data, ZSTD_LEVEL).context("compressing a chunk")?;
+                    if p.len() as u64 == size {
+                        return Ok(Stored::Existed);
+                    }
+                    let why = format!("it is {size} bytes, the chunk compresses to {}", p.len());
+                    packed = Some(p);
+                    Some(why)
+                }
+                None => return Ok(Stored::Existed),
+                Some(why) => Some(why),
+            },
+        };
+        let packed = match packed {
+            Some(p) => p,
+            None => zstd::bulk::compress(data, ZSTD_LEVEL).context("compressing a chunk")?,
+        };
         self.backend.put(&key, &packed)?;
-        Ok(packed.len() as u64)
+        Ok(match damage {
+            None => Stored::Written(packed.len() as u64),
+            Some(why) => Stored::Repaired(packed.len() as u64, why),
+        })
+    }
+
+    /// What is wrong with the stored object of a chunk of `len` bytes, if anything (for a
+    /// capture deciding whether to reuse it, and for `check`).
+    pub fn chunk_problem(
+        &self,
+        id: &ChunkId,
+        key: &str,
+        size: u64,
+        len: u64,
+        read_data: bool,
+    ) -> Option<String> {
+        if size == 0 {
+            return Some("it is empty".into());
+        }
+        if size > packed_bound(len) {
+            return Some(format!(
+                "it is {size} bytes, more than a {len}-byte chunk can take"
+            ));
+        }
+        let read = |off: u64, n: u64| -> Result<Vec<u8>> {
+            self.backend
+                .read_range(key, off, n)?
+                .context("no range reads")
+        };
+        if read_data {
+            return self
+                .get_chunk(id, len as usize)
+                .err()
+                .map(|e| format!("{e:#}"));
+        }
+        if self.backend.reads_ranges() {
+            return frame::check(&read, size, len).err();
+        }
+        None
     }
 
     /// Fetches a chunk, decompresses it and checks it hashes to its name. `expected_len` is
@@ -198,11 +278,25 @@ impl Store {
         Ok(data)
     }
 
+    /// Stores a chunk index unless the store holds it whole already (checked as chunks are).
     pub fn put_index(&self, index: &ChunkIndex) -> Result<ChunkId> {
         let body = index.encode();
         let id = ChunkId::of(&body);
         let key = shard("indexes", &id);
-        if !self.backend.exists(&key)? {
+        let sound = match self.backend.size(&key)? {
+            None => false,
+            Some(size) if size == 0 || size > packed_bound(body.len() as u64) => false,
+            Some(size) if self.backend.reads_ranges() => {
+                let read = |off: u64, n: u64| -> Result<Vec<u8>> {
+                    self.backend
+                        .read_range(&key, off, n)?
+                        .context("no range reads")
+                };
+                frame::check(&read, size, body.len() as u64).is_ok()
+            }
+            Some(_) => true,
+        };
+        if !sound {
             let packed = zstd::bulk::compress(&body, ZSTD_LEVEL)?;
             self.backend.put(&key, &packed)?;
         }
@@ -269,26 +363,45 @@ impl Store {
         self.backend.sync()
     }
 
-    /// Commits a snapshot manifest (one atomic write: the snapshot exists from then on), then
-    /// rewrites the catalogue that lets static web servers list snapshots. The catalogue is
-    /// rebuilt from a listing each time, so a capture that raced another, or died between
-    /// the two writes, is healed by the next one.
-    pub fn put_manifest(&self, key: &str, data: &[u8]) -> Result<()> {
-        self.backend.put(key, data)?;
-        let keys: Vec<String> = self
-            .backend
-            .list("snapshots/")?
-            .into_iter()
-            .filter(|k| k.ends_with(".json") && k.matches('/').count() == 2)
-            .collect();
-        let catalogue = serde_json::json!({
-            "format": "restore-catalogue",
-            "version": 1,
-            "snapshots": keys,
-        });
-        self.backend
-            .put(http::CATALOGUE, &serde_json::to_vec_pretty(&catalogue)?)
-            .context("the snapshot is committed, but updating snapshots/index.json failed")
+    /// Commits a snapshot: its signature (when signed), then the manifest (one atomic write:
+    /// the snapshot exists from then on), then the catalogue entries that let static web
+    /// servers list it (rebuilt from a listing, so races between captures heal).
+    pub fn commit_snapshot(
+        &self,
+        host: &str,
+        id: &str,
+        manifest: &[u8],
+        signature: Option<&str>,
+    ) -> Result<()> {
+        let key = crate::manifest::Manifest::key(host, id);
+        if let Some(sig) = signature {
+            self.backend
+                .put(&format!("{key}.minisig"), sig.as_bytes())?;
+        }
+        self.backend.put(&key, manifest)?;
+        self.refresh_catalogue(host)
+            .context("the snapshot is committed, but updating the catalogue failed")
+    }
+
+    /// Removes objects (prune and forget only).
+    pub fn delete(&self, key: &str) -> Result<()> {
+        self.backend.delete(key)
+    }
+
+    pub fn size(&self, key: &str) -> Result<Option<u64>> {
+        self.backend.size(key)
+    }
+
+    pub fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        self.backend.list_sized(prefix)
+    }
+
+    pub fn put_object(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.backend.put(key, data)
+    }
+
+    pub fn writable(&self) -> Result<()> {
+        self.backend.writable()
     }
 
     /// A manifest or another small metadata object, at most `max` bytes.
@@ -299,22 +412,6 @@ impl Store {
     pub fn list(&self, prefix: &str) -> Result<Vec<String>> {
         self.backend.list(prefix)
     }
-}
-
-/// The keys listed in a catalogue (`snapshots/index.json`).
-pub fn parse_catalogue(raw: &[u8]) -> Result<Vec<String>> {
-    #[derive(Deserialize)]
-    struct Catalogue {
-        format: String,
-        snapshots: Vec<String>,
-    }
-    let c: Catalogue = serde_json::from_slice(raw).context("not a valid catalogue")?;
-    ensure!(
-        c.format == "restore-catalogue",
-        "not a restore catalogue (format {:?})",
-        c.format
-    );
-    Ok(c.snapshots)
 }
 
 /// Where a store lives, from `--store`: a path or file:// URL, http(s)://, or s3://. Parsed

@@ -111,7 +111,7 @@ mod tests {
             .map(|i| {
                 let data = i.to_le_bytes();
                 let id = ChunkId::of(&data);
-                store.put_chunk(&id, &data).unwrap();
+                store.put_chunk(&id, &data, false).unwrap();
                 id
             })
             .collect();

@@ -159,6 +159,28 @@ impl Backend for Retrying {
         .map_err(lower)
     }
 
+    fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        self.run(&format!("listing {prefix}"), || {
+            self.inner.list_sized(prefix).map_err(lift)
+        })
+        .map_err(lower)
+    }
+
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        self.run(&format!("checking {key}"), || {
+            self.inner.size(key).map_err(lift)
+        })
+        .map_err(lower)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        // Safe to repeat: deleting what is gone succeeds.
+        self.run(&format!("deleting {key}"), || {
+            self.inner.delete(key).map_err(lift)
+        })
+        .map_err(lower)
+    }
+
     fn sync(&self) -> Result<()> {
         self.inner.sync()
     }
@@ -169,6 +191,14 @@ impl Backend for Retrying {
 
     fn lists_cheaply(&self) -> bool {
         self.inner.lists_cheaply()
+    }
+
+    fn reads_ranges(&self) -> bool {
+        self.inner.reads_ranges()
+    }
+
+    fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Option<Vec<u8>>> {
+        self.inner.read_range(key, offset, len)
     }
 }
 
@@ -199,6 +229,12 @@ mod tests {
         }
         fn exists(&self, _: &str) -> Result<bool> {
             Ok(true)
+        }
+        fn size(&self, _: &str) -> Result<Option<u64>> {
+            Ok(Some(2))
+        }
+        fn delete(&self, _: &str) -> Result<()> {
+            Ok(())
         }
         fn list(&self, _: &str) -> Result<Vec<String>> {
             Ok(Vec::new())

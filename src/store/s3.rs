@@ -238,6 +238,57 @@ impl Backend for S3Backend {
         }
     }
 
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        let path = self.path(key);
+        match self.rt.block_on(self.s3.head(&path)) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(e) => match self.classify(e, key) {
+                BackendError::NotFound(_) => Ok(None),
+                BackendError::Other(e) => Err(e),
+            },
+        }
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        match self.rt.block_on(self.s3.delete(&path)) {
+            Ok(()) => Ok(()),
+            Err(e) => match self.classify(e, key) {
+                BackendError::NotFound(_) => Ok(()),
+                BackendError::Other(e) => Err(e.context(format!("deleting {key}"))),
+            },
+        }
+    }
+
+    fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let full = self.path(prefix.trim_end_matches('/'));
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let metas: Vec<_> = self
+            .rt
+            .block_on(self.s3.list(Some(&full)).try_collect())
+            .map_err(|e| match self.classify(e, prefix) {
+                BackendError::NotFound(_) => {
+                    anyhow!("listing {prefix}: bucket {} not found", self.bucket)
+                }
+                BackendError::Other(e) => e,
+            })?;
+        let mut keys: Vec<(String, u64)> = metas
+            .into_iter()
+            .filter_map(|m| {
+                m.location
+                    .as_ref()
+                    .strip_prefix(&strip)
+                    .map(|k| (k.to_string(), m.size))
+            })
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let full = self.path(prefix.trim_end_matches('/'));
         let strip = if self.prefix.is_empty() {

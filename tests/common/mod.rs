@@ -111,7 +111,7 @@ pub fn hooks_bin() -> String {
 pub fn restore_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let hooks = env
         .iter()
-        .any(|(k, _)| *k == "RESTORE_FAILPOINT" || *k == "RESTORE_EFIVARS");
+        .any(|(k, _)| ["RESTORE_FAILPOINT", "RESTORE_EFIVARS", "RESTORE_NOW"].contains(k));
     let mut c = Command::new(if hooks { hooks_bin() } else { bin() });
     c.args(args);
     for (k, v) in env {
@@ -160,6 +160,23 @@ pub fn error_line(args: &[&str], o: &Output) -> String {
 #[track_caller]
 pub fn fails(args: &[&str]) -> String {
     error_line(args, &restore(args))
+}
+
+/// The manifest files of `host` in the test's local store (not its catalogue or signatures).
+pub fn manifest_files(tmp: &Tmp, host: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(tmp.path(&format!("store/snapshots/{host}")))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                    name.ends_with(".json") && name != "index.json"
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
 }
 
 /// `restore show latest --json` of the test's store.
