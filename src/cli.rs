@@ -99,6 +99,13 @@ enum Command {
     Prune(PruneArgs),
     /// Signing keys for snapshots.
     Key(KeyArgs),
+    /// (internal) Thaws frozen filesystems if capture dies or overruns.
+    #[command(hide = true)]
+    ThawWatchdog {
+        #[arg(long)]
+        deadline_ms: u64,
+        mounts: Vec<PathBuf>,
+    },
 }
 
 /// `--trust`: keys a snapshot must be signed by.
@@ -277,9 +284,29 @@ struct CaptureArgs {
     /// Store: a directory or file:// URL (created on first capture), or s3://BUCKET/PREFIX.
     #[arg(long, env = "RESTORE_STORE")]
     store: String,
-    /// Name of the host the disks belong to.
+    /// Name of the host the disks belong to (default: this machine's hostname).
     #[arg(long)]
-    host: String,
+    host: Option<String>,
+    /// Capture every disk that holds a mounted filesystem or a boot loader.
+    #[arg(long, conflicts_with = "disks")]
+    all: bool,
+    /// Say how each partition would be read (offline, frozen, ...) and stop.
+    #[arg(long)]
+    dry_run: bool,
+    /// What cannot be read consistently (a filesystem mounted read-write that cannot be
+    /// frozen): refuse it (auto), or store it with every block, marked inconsistent.
+    #[arg(long, value_enum, default_value = "auto")]
+    consistency: ConsistencyArg,
+    /// The longest a filesystem stays frozen while its blocks are read, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    max_freeze: u64,
+    /// I/O priority: idle (the default: the disk only when nobody else wants it, and a low CPU
+    /// priority) or normal.
+    #[arg(long, value_enum, default_value = "idle")]
+    io_priority: IoPriorityArg,
+    /// Read at most this many MiB per second.
+    #[arg(long, value_name = "MIB_PER_S")]
+    limit_read: Option<u64>,
     /// Chunk size for a new store, in bytes (power of two, 256 KiB to 16 MiB).
     #[arg(long)]
     chunk_size: Option<u32>,
@@ -295,9 +322,21 @@ struct CaptureArgs {
     verify_existing: bool,
     #[command(flatten)]
     common: Common,
-    /// Disks to capture.
-    #[arg(required = true)]
+    /// Disks to capture (or --all).
+    #[arg(required_unless_present = "all")]
     disks: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ConsistencyArg {
+    Auto,
+    AllowInconsistent,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum IoPriorityArg {
+    Idle,
+    Normal,
 }
 
 #[derive(Args)]
@@ -424,6 +463,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Forget(a) => run_forget(a),
         Command::Prune(a) => run_prune(a),
         Command::Key(a) => run_key(a),
+        Command::ThawWatchdog {
+            deadline_ms,
+            mounts,
+        } => capture::live::watchdog(std::time::Duration::from_millis(deadline_ms), &mounts),
     }
 }
 
@@ -434,15 +477,53 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
 }
 
 fn run_capture(a: CaptureArgs) -> Result<i32> {
+    let store = Location::parse(&a.store)?;
+    let host = match a.host {
+        Some(h) => h,
+        None => capture::hostname()
+            .context("this machine has no hostname to capture it as: give --host NAME")?,
+    };
+    let disks = if a.all {
+        let all = capture::live::all_disks(store.local_path())?;
+        if all.is_empty() {
+            bail!("--all: no disk of this machine holds a mounted filesystem or a boot loader");
+        }
+        eprintln!(
+            "capturing {}",
+            all.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        all
+    } else {
+        a.disks
+    };
     let opts = CaptureOptions {
         all_blocks: a.all_blocks,
-        store: Location::parse(&a.store)?,
-        host: a.host,
-        disks: a.disks,
+        store,
+        host,
+        disks,
         chunk_size: a.chunk_size,
         sign_key: a.sign_key,
         verify_existing: a.verify_existing,
+        consistency: match a.consistency {
+            ConsistencyArg::Auto => capture::live::Policy::Auto,
+            ConsistencyArg::AllowInconsistent => capture::live::Policy::AllowInconsistent,
+        },
+        max_freeze: std::time::Duration::from_secs(a.max_freeze),
+        gentle: matches!(a.io_priority, IoPriorityArg::Idle),
+        limit_read: a.limit_read.map(|m| m << 20),
     };
+    if a.dry_run {
+        for (disk, parts) in capture::dry_run(&opts)? {
+            outln!("{disk}:");
+            for (part, how) in parts {
+                outln!("  {part}: {how}");
+            }
+        }
+        return Ok(0);
+    }
     let progress = a.common.progress();
     let r = capture::capture(&opts, progress.as_ref())?;
     if a.common.json {
@@ -467,6 +548,21 @@ fn run_capture(a: CaptureArgs) -> Result<i32> {
         );
         for r in &r.repaired_chunks {
             eprintln!("repaired a damaged chunk in the store: {r}");
+        }
+        for p in r
+            .partitions
+            .iter()
+            .filter(|p| p.consistency != crate::manifest::Consistency::Offline)
+        {
+            eprintln!(
+                "{} partition {}: {}{}",
+                p.disk,
+                p.number,
+                p.consistency,
+                p.freeze_seconds
+                    .map(|s| format!(", frozen for {s:.2} s"))
+                    .unwrap_or_default()
+            );
         }
         if let Some(key) = &r.signed_by {
             eprintln!("signed by key {key}");
@@ -579,7 +675,19 @@ fn run_show(a: ShowArgs) -> Result<i32> {
                     .as_deref()
                     .map(|l| format!("\"{l}\" "))
                     .unwrap_or_default(),
-                format_args!("{} chunks ({} zero)", p.chunks, p.zero_chunks)
+                format_args!(
+                    "{} chunks ({} zero){}",
+                    p.chunks,
+                    p.zero_chunks,
+                    p.consistency
+                        .map(|c| format!(
+                            ", read {c}{}",
+                            p.freeze_seconds
+                                .map(|s| format!(" for {s:.2} s"))
+                                .unwrap_or_default()
+                        ))
+                        .unwrap_or_default()
+                )
             );
         }
     }

@@ -1,6 +1,7 @@
 //! Named crash points for tests: `RESTORE_FAILPOINT=name:N` kills the process the N-th time
 //! `name` is reached, as a power cut or SIGKILL would, so tests can prove a rerun repairs.
-//! `name:N:sigint` instead sends the process SIGINT there, as an operator's Ctrl-C would.
+//! `name:N:sigint` instead sends the process SIGINT there, as an operator's Ctrl-C would;
+//! `name:N:pause=SECONDS` stops there that long (a capture stuck while a filesystem is frozen).
 //! Only builds with the `test-hooks` feature have them; elsewhere `hit` does nothing.
 
 #[cfg(not(feature = "test-hooks"))]
@@ -28,6 +29,11 @@ pub fn hit(name: &str) {
         Some("sigint") if hits == n => {
             eprintln!("failpoint {name}:{n} reached: sending SIGINT");
             let _ = signal_hook::low_level::raise(signal_hook::consts::SIGINT);
+        }
+        Some(p) if hits == n && p.starts_with("pause=") => {
+            let secs: u64 = p["pause=".len()..].parse().unwrap_or(1);
+            eprintln!("failpoint {name}:{n} reached: pausing for {secs} s");
+            std::thread::sleep(std::time::Duration::from_secs(secs));
         }
         Some(_) => {}
         None if hits >= n => {

@@ -88,6 +88,50 @@ pub struct PartitionRecord {
     pub used_map_len: u64,
     #[serde(default)]
     pub free_chunks: u64,
+    /// How it was read: offline, read-only, frozen, snapshot, double-read, swap (contents
+    /// skipped, header kept) or inconsistent. Absent in manifests of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<Consistency>,
+    /// For a frozen filesystem: when the freeze began (seconds since 1970) and how long it
+    /// lasted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_seconds: Option<f64>,
+}
+
+/// How capture read a partition, so that a restore knows what it gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Consistency {
+    /// Not in use: read as it was.
+    Offline,
+    /// Mounted read-only: it could not change.
+    ReadOnly,
+    /// Mounted read-write, frozen (FIFREEZE) while its blocks were read.
+    Frozen,
+    /// Read from an LVM snapshot made for the capture.
+    Snapshot,
+    /// Could not be frozen; read until two consecutive reads were identical.
+    DoubleRead,
+    /// Swap: only its header is kept.
+    Swap,
+    /// Read while it could change (--consistency allow-inconsistent): may be torn.
+    Inconsistent,
+}
+
+impl std::fmt::Display for Consistency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Consistency::Offline => "offline",
+            Consistency::ReadOnly => "read-only",
+            Consistency::Frozen => "frozen",
+            Consistency::Snapshot => "snapshot",
+            Consistency::DoubleRead => "double-read",
+            Consistency::Swap => "swap",
+            Consistency::Inconsistent => "inconsistent",
+        })
+    }
 }
 
 impl PartitionRecord {

@@ -1,10 +1,14 @@
 //! `restore capture`: reads disks, uploads the chunks the store does not have yet, then the
 //! chunk indexes, and commits the manifest last and atomically, so an interrupted capture
-//! leaves orphan chunks but never a snapshot that looks complete.
+//! leaves orphan chunks but never a snapshot that looks complete. A running server's
+//! filesystems are read consistently (`live`): frozen while their blocks are read, read
+//! twice, or refused.
+
+pub mod live;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde::Serialize;
@@ -31,6 +35,27 @@ pub struct CaptureOptions {
     pub sign_key: Option<PathBuf>,
     /// Read and hash every chunk already in the store before reusing it.
     pub verify_existing: bool,
+    /// What to do with what cannot be read consistently.
+    pub consistency: live::Policy,
+    /// The longest a filesystem is kept frozen.
+    pub max_freeze: Duration,
+    /// Run at the idle I/O class and a low CPU priority.
+    pub gentle: bool,
+    /// Cap on the read rate, bytes per second.
+    pub limit_read: Option<u64>,
+}
+
+/// What happened to one partition, for the summary and `--json`.
+#[derive(Debug, Serialize)]
+pub struct PartitionReport {
+    pub disk: String,
+    pub number: u32,
+    pub consistency: manifest::Consistency,
+    /// Bytes read from the disk, and bytes of new chunks (before compression).
+    pub bytes_read: u64,
+    pub bytes_new: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub freeze_seconds: Option<f64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -52,6 +77,8 @@ pub struct CaptureReport {
     /// The key that signed the manifest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<String>,
+    /// How each partition was read.
+    pub partitions: Vec<PartitionReport>,
     pub seconds: f64,
 }
 
@@ -63,13 +90,19 @@ struct Counters {
     new_chunks: AtomicU64,
     free_chunks: AtomicU64,
     uploaded: AtomicU64,
+    /// Bytes of new chunks, uncompressed.
+    new_bytes: AtomicU64,
     repaired: std::sync::Mutex<Vec<String>>,
+    partitions: std::sync::Mutex<Vec<PartitionReport>>,
 }
 
 impl Counters {
     /// Counts what `put_chunk` did; true when bytes were written.
-    fn stored(&self, id: &ChunkId, s: crate::store::Stored) -> bool {
+    fn stored(&self, id: &ChunkId, len: usize, s: crate::store::Stored) -> bool {
         use crate::store::Stored;
+        if !matches!(s, Stored::Existed) {
+            self.new_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        }
         match s {
             Stored::Existed => false,
             Stored::Written(n) => {
@@ -98,17 +131,77 @@ pub fn hostname() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
+/// One disk of `capture --dry-run`: its path, and each partition's title with how it is read.
+pub type DryRunDisk = (String, Vec<(String, String)>);
+
+/// `capture --dry-run`: how each partition of each disk would be read, touching nothing.
+pub fn dry_run(opts: &CaptureOptions) -> Result<Vec<DryRunDisk>> {
+    let needed = live::needed_filesystems(opts.store.local_path());
+    let mut out = Vec::new();
+    for path in &opts.disks {
+        let disk = Disk::open_read(path)?;
+        let layout = layout::read_layout(&disk)?;
+        let hows = live::plan_reads(
+            &disk,
+            &layout,
+            opts.consistency,
+            opts.max_freeze,
+            100e6,
+            &needed,
+        )?;
+        out.push((
+            path.display().to_string(),
+            layout
+                .partitions
+                .iter()
+                .zip(hows)
+                .map(|(p, h)| (p.title(), h.to_string()))
+                .collect(),
+        ));
+    }
+    Ok(out)
+}
+
 pub fn capture(opts: &CaptureOptions, progress: &dyn Progress) -> Result<CaptureReport> {
     let started = Instant::now();
     manifest::valid_host(&opts.host)?;
     ensure!(!opts.disks.is_empty(), "no disk given to capture");
-    // Open every disk and read every layout before the store is touched: bad input changes nothing.
+    // Open every disk, read every layout and decide how each partition is read consistently
+    // before the store is touched: bad input, or a live filesystem that cannot be read
+    // consistently, changes nothing.
+    let needed = live::needed_filesystems(opts.store.local_path());
     let mut disks = Vec::new();
     for path in &opts.disks {
         let disk = Disk::open_read(path)?;
         let layout = layout::read_layout(&disk)?;
-        disks.push((disk, layout));
+        let usage = live::usage(&disk, &layout);
+        let rate = match layout
+            .partitions
+            .iter()
+            .find(|p| usage.get(&p.number).is_some_and(|u| u.rw()))
+        {
+            Some(p) => live::sample_rate(&disk, p.offset, p.size),
+            None => 100e6,
+        };
+        let rate = opts.limit_read.map_or(rate, |l| rate.min(l as f64));
+        let hows = live::plan_reads(
+            &disk,
+            &layout,
+            opts.consistency,
+            opts.max_freeze,
+            rate,
+            &needed,
+        )?;
+        disks.push((disk, layout, hows));
     }
+    if opts.gentle {
+        // Beside production: the disk only when nobody else wants it, the CPU likewise.
+        if let Err(e) = crate::disk::blockdev::set_idle_io_priority() {
+            eprintln!("note: could not take the idle I/O class ({e}); reading at normal priority");
+        }
+        let _ = crate::disk::blockdev::set_low_cpu_priority();
+    }
+    scan::set_read_limit(opts.limit_read);
     let key = opts
         .sign_key
         .as_deref()
@@ -144,7 +237,7 @@ fn capture_locked(
     opts: &CaptureOptions,
     store: &Store,
     created: bool,
-    disks: &[(Disk, DiskLayout)],
+    disks: &[(Disk, DiskLayout, Vec<live::How>)],
     key: Option<&crate::signing::SigningKey>,
     started: Instant,
     progress: &dyn Progress,
@@ -153,7 +246,7 @@ fn capture_locked(
     let now = crate::clock::now();
     let mut records = Vec::new();
     let mut names = std::collections::BTreeSet::new();
-    for (disk, layout) in disks {
+    for (disk, layout, hows) in disks {
         let mut name = disk.name();
         let mut n = 2;
         while !names.insert(name.clone()) {
@@ -161,13 +254,7 @@ fn capture_locked(
             n += 1;
         }
         records.push(capture_disk(
-            store,
-            disk,
-            layout,
-            name,
-            (opts.all_blocks, opts.verify_existing),
-            &counters,
-            progress,
+            store, disk, layout, hows, name, opts, &counters, progress,
         )?);
     }
     // Every chunk and index must be durable before the manifest can point at them.
@@ -204,24 +291,35 @@ fn capture_locked(
             .into_inner()
             .unwrap_or_else(|p| p.into_inner()),
         signed_by: key.map(|k| k.id.clone()),
+        partitions: counters
+            .partitions
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner()),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn capture_disk(
     store: &Store,
     disk: &Disk,
     layout: &DiskLayout,
+    hows: &[live::How],
     name: String,
-    (all_blocks, verify): (bool, bool),
+    opts: &CaptureOptions,
     counters: &Counters,
     progress: &dyn Progress,
 ) -> Result<DiskRecord> {
+    let verify = opts.verify_existing;
     let mut table_sectors = Vec::new();
     for t in &layout.table_sectors {
         let bytes = disk.read_vec(t.offset, t.length)?;
         let chunk = ChunkId::of(&bytes);
-        counters.stored(&chunk, store.put_chunk(&chunk, &bytes, verify)?);
+        counters.stored(
+            &chunk,
+            bytes.len(),
+            store.put_chunk(&chunk, &bytes, verify)?,
+        );
         table_sectors.push(TableSectorRecord {
             name: t.name.clone(),
             offset: t.offset,
@@ -259,10 +357,10 @@ fn capture_disk(
         let (index, ids) = capture_range(
             store,
             disk,
-            start,
-            end - start,
+            (start, end - start),
             None,
             verify,
+            None,
             counters,
             progress,
         )?;
@@ -277,44 +375,180 @@ fn capture_disk(
         }
     }
     let mut partitions = Vec::new();
-    for p in &layout.partitions {
+    for (p, how) in layout.partitions.iter().zip(hows) {
+        let read_before = counters.bytes_read.load(Ordering::Relaxed);
+        let new_before = counters.new_bytes.load(Ordering::Relaxed);
+        let what = || format!("capturing {} of {}", p.title(), disk.path.display());
         let ext = matches!(p.filesystem.as_deref(), Some("ext2" | "ext3" | "ext4"));
-        let mask = if ext && !all_blocks {
-            crate::disk::extfs::used_map(disk, p.offset, p.size)
-        } else {
-            None
+        // Used blocks from the ext bitmaps only where the filesystem cannot change.
+        let bitmaps = |consistency| {
+            let mask = if ext && !opts.all_blocks {
+                crate::disk::extfs::used_map(disk, p.offset, p.size)
+            } else {
+                None
+            };
+            if ext && !opts.all_blocks && mask.is_none() {
+                eprintln!(
+                    "note: {} of {}: the allocation bitmaps cannot be trusted (journal needs recovery, or an unsupported feature); keeping every block",
+                    p.title(),
+                    disk.path.display()
+                );
+            }
+            (mask, consistency)
         };
-        if ext && !all_blocks && mask.is_none() {
-            eprintln!(
-                "note: {} of {}: the allocation bitmaps cannot be trusted (journal needs recovery, mounted, or an unsupported feature); keeping every block",
-                p.title(),
-                disk.path.display()
-            );
-        }
+        let mut frozen_at = None;
+        let mut freeze_seconds = None;
+        let (mask, consistency, (index, ids)) = match how {
+            live::How::Offline | live::How::ReadOnly => {
+                let (mask, c) = bitmaps(if matches!(how, live::How::Offline) {
+                    manifest::Consistency::Offline
+                } else {
+                    manifest::Consistency::ReadOnly
+                });
+                let read = capture_range(
+                    store,
+                    disk,
+                    (p.offset, p.size),
+                    mask.as_ref(),
+                    verify,
+                    None,
+                    counters,
+                    progress,
+                )
+                .with_context(what)?;
+                (mask, c, read)
+            }
+            live::How::Swap => {
+                // Only the header page (signature, UUID, label); the rest is transient.
+                let mask = crate::disk::extfs::UsedMap {
+                    ranges: vec![(0, p.size.min(4096))],
+                };
+                let read = capture_range(
+                    store,
+                    disk,
+                    (p.offset, p.size),
+                    Some(&mask),
+                    verify,
+                    None,
+                    counters,
+                    progress,
+                )
+                .with_context(what)?;
+                (Some(mask), manifest::Consistency::Swap, read)
+            }
+            live::How::Inconsistent => {
+                let read = capture_range(
+                    store,
+                    disk,
+                    (p.offset, p.size),
+                    None,
+                    verify,
+                    None,
+                    counters,
+                    progress,
+                )
+                .with_context(what)?;
+                (None, manifest::Consistency::Inconsistent, read)
+            }
+            live::How::Freeze { mounts, kernel_map } => {
+                let frozen = live::Frozen::freeze(mounts, opts.max_freeze).with_context(what)?;
+                frozen_at = Some(frozen.at_unix);
+                let mask = if *kernel_map && !opts.all_blocks {
+                    let m = live::kernel_used_map(&mounts[0], p.size);
+                    if m.is_none() {
+                        eprintln!(
+                            "note: {}: the kernel's space map of {} is not usable; keeping every block",
+                            p.title(),
+                            mounts[0].display()
+                        );
+                    }
+                    m
+                } else {
+                    None
+                };
+                crate::failpoint::hit("while-frozen");
+                let stop = || frozen.expired();
+                let read = capture_range(
+                    store,
+                    disk,
+                    (p.offset, p.size),
+                    mask.as_ref(),
+                    verify,
+                    Some(&stop),
+                    counters,
+                    progress,
+                );
+                let thawed = frozen.thaw();
+                let read = read.with_context(what)?;
+                freeze_seconds = Some(thawed.with_context(what)?);
+                (mask, manifest::Consistency::Frozen, read)
+            }
+            live::How::DoubleRead => {
+                let mut prev = capture_range(
+                    store,
+                    disk,
+                    (p.offset, p.size),
+                    None,
+                    verify,
+                    None,
+                    counters,
+                    progress,
+                )
+                .with_context(what)?;
+                let mut same = false;
+                for _ in 0..4 {
+                    let next = capture_range(
+                        store,
+                        disk,
+                        (p.offset, p.size),
+                        None,
+                        verify,
+                        None,
+                        counters,
+                        progress,
+                    )
+                    .with_context(what)?;
+                    same = next.0 == prev.0;
+                    prev = next;
+                    if same {
+                        break;
+                    }
+                }
+                if !same {
+                    anyhow::bail!(
+                        "{} of {} changed between each of 5 reads; it cannot be captured consistently now: capture at a quieter time, or with --consistency allow-inconsistent; no snapshot was written",
+                        p.title(),
+                        disk.path.display()
+                    );
+                }
+                (None, manifest::Consistency::DoubleRead, prev)
+            }
+        };
         let (used_map, used_map_len) = match &mask {
             Some(m) => {
                 let bytes = m.encode();
                 let id = ChunkId::of(&bytes);
-                counters.stored(&id, store.put_chunk(&id, &bytes, verify)?);
+                counters.stored(&id, bytes.len(), store.put_chunk(&id, &bytes, verify)?);
                 (Some(id), bytes.len() as u64)
             }
             None => (None, 0),
         };
-        let (index, ids) = capture_range(
-            store,
-            disk,
-            p.offset,
-            p.size,
-            mask.as_ref(),
-            verify,
-            counters,
-            progress,
-        )
-        .with_context(|| format!("capturing {} of {}", p.title(), disk.path.display()))?;
         let free_chunks = ids.iter().filter(|id| id.is_free_marker()).count() as u64;
         counters
             .free_chunks
             .fetch_add(free_chunks, Ordering::Relaxed);
+        counters
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(PartitionReport {
+                disk: name.clone(),
+                number: p.number,
+                consistency,
+                bytes_read: counters.bytes_read.load(Ordering::Relaxed) - read_before,
+                bytes_new: counters.new_bytes.load(Ordering::Relaxed) - new_before,
+                freeze_seconds,
+            });
         partitions.push(PartitionRecord {
             info: p.clone(),
             index,
@@ -323,6 +557,9 @@ fn capture_disk(
             used_map,
             used_map_len,
             free_chunks,
+            consistency: Some(consistency),
+            frozen_at,
+            freeze_seconds,
         });
     }
     progress.finish();
@@ -353,15 +590,16 @@ fn capture_disk(
     })
 }
 
-/// Chunks one byte range into the store and stores its index.
+/// Chunks one byte range into the store and stores its index. `stop` is asked before each
+/// chunk is stored; when it says so the read ends with an error (a freeze's budget is spent).
 #[allow(clippy::too_many_arguments)]
 fn capture_range(
     store: &Store,
     disk: &Disk,
-    offset: u64,
-    length: u64,
+    (offset, length): (u64, u64),
     mask: Option<&crate::disk::extfs::UsedMap>,
     verify: bool,
+    stop: Option<&(dyn Fn() -> bool + Sync)>,
     counters: &Counters,
     progress: &dyn Progress,
 ) -> Result<(ChunkId, Vec<ChunkId>)> {
@@ -374,6 +612,9 @@ fn capture_range(
         mask,
         progress,
         |_, bytes, id| {
+            if stop.is_some_and(|s| s()) {
+                anyhow::bail!("the freeze reached --max-freeze before every block was read");
+            }
             counters
                 .bytes_read
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -382,7 +623,7 @@ fn capture_range(
                 counters.zero_chunks.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
-            if counters.stored(&id, store.put_chunk(&id, bytes, verify)?) {
+            if counters.stored(&id, bytes.len(), store.put_chunk(&id, bytes, verify)?) {
                 crate::failpoint::hit("after-chunk-stored");
             }
             Ok(())

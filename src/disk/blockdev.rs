@@ -1,11 +1,12 @@
-//! Block-device specifics, kept at the edge: ioctls and sysfs. Everything else in the tool
-//! works on byte ranges of a `Disk` and never needs to know whether it is a device.
+//! Block-device and filesystem specifics, kept at the edge: every ioctl (and the one raw
+//! syscall, ioprio_set) and sysfs. Everything else in the tool works on byte ranges of a
+//! `Disk` and never needs to know whether it is a device.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use rustix::ioctl::{Getter, NoArg, Setter, ioctl, opcode};
+use rustix::ioctl::{Getter, NoArg, Setter, Updater, ioctl, opcode};
 
 use super::Identity;
 
@@ -14,6 +15,143 @@ const BLKRRPART: rustix::ioctl::Opcode = opcode::none(0x12, 95);
 const BLKGETSIZE64: rustix::ioctl::Opcode = opcode::read::<u64>(0x12, 114);
 const BLKDISCARD: rustix::ioctl::Opcode = opcode::none(0x12, 119);
 const BLKZEROOUT: rustix::ioctl::Opcode = opcode::none(0x12, 127);
+const FIFREEZE: rustix::ioctl::Opcode = opcode::read_write::<i32>(b'X', 119);
+const FITHAW: rustix::ioctl::Opcode = opcode::read_write::<i32>(b'X', 120);
+const FS_IOC_GETFSMAP: rustix::ioctl::Opcode = opcode::read_write::<FsmapHead>(b'X', 59);
+
+/// Freezes the filesystem mounted at `dir` (an open directory of it): writes block until thaw.
+pub fn freeze(dir: &File) -> std::io::Result<()> {
+    // SAFETY: FIFREEZE takes no argument the kernel reads.
+    unsafe { ioctl(dir, NoArg::<FIFREEZE>::new()) }.map_err(std::io::Error::from)
+}
+
+/// Thaws it; EINVAL means it was not frozen.
+pub fn thaw(dir: &File) -> std::io::Result<()> {
+    // SAFETY: FITHAW takes no argument the kernel reads.
+    unsafe { ioctl(dir, NoArg::<FITHAW>::new()) }.map_err(std::io::Error::from)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Fsmap {
+    device: u32,
+    flags: u32,
+    physical: u64,
+    owner: u64,
+    offset: u64,
+    length: u64,
+    reserved: [u64; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct FsmapHead {
+    iflags: u32,
+    oflags: u32,
+    count: u32,
+    entries: u32,
+    reserved: [u64; 6],
+    keys: [Fsmap; 2],
+}
+
+const FSMAP_BATCH: usize = 256;
+
+#[repr(C)]
+struct FsmapBuf {
+    head: FsmapHead,
+    recs: [Fsmap; FSMAP_BATCH],
+}
+
+const FMR_OF_SPECIAL_OWNER: u32 = 0x10;
+const FMR_OF_LAST: u32 = 0x20;
+/// FMR_OWNER(0, 1): free space.
+const FMR_OWN_FREE: u64 = 1;
+
+/// One extent of the kernel's space map of a mounted filesystem (FS_IOC_GETFSMAP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpaceExtent {
+    /// The device the extent is on, as the kernel encodes a dev_t.
+    pub device: u32,
+    pub physical: u64,
+    pub length: u64,
+    pub free: bool,
+}
+
+/// The space map of the filesystem mounted at `dir`, extents in device order. At most
+/// `limit` extents are read (a huge, fragmented filesystem answers None: keep every block).
+pub fn fsmap(dir: &File, limit: usize) -> std::io::Result<Option<Vec<SpaceExtent>>> {
+    let mut buf = Box::new(FsmapBuf {
+        head: FsmapHead::default(),
+        recs: [Fsmap::default(); FSMAP_BATCH],
+    });
+    buf.head.keys[1] = Fsmap {
+        device: u32::MAX,
+        flags: u32::MAX,
+        physical: u64::MAX,
+        owner: u64::MAX,
+        offset: u64::MAX,
+        length: 0,
+        reserved: [0; 3],
+    };
+    let mut out = Vec::new();
+    loop {
+        buf.head.count = FSMAP_BATCH as u32;
+        buf.head.entries = 0;
+        // SAFETY: the buffer is a fsmap_head followed by `count` fsmap records, as the kernel
+        // expects; it writes at most `count` records.
+        unsafe { ioctl(dir, Updater::<FS_IOC_GETFSMAP, FsmapBuf>::new(&mut buf)) }?;
+        let n = (buf.head.entries as usize).min(FSMAP_BATCH);
+        if n == 0 {
+            return Ok(Some(out));
+        }
+        for r in &buf.recs[..n] {
+            out.push(SpaceExtent {
+                device: r.device,
+                physical: r.physical,
+                length: r.length,
+                free: r.flags & FMR_OF_SPECIAL_OWNER != 0 && r.owner == FMR_OWN_FREE,
+            });
+        }
+        if out.len() > limit {
+            return Ok(None);
+        }
+        let last = buf.recs[n - 1];
+        if last.flags & FMR_OF_LAST != 0 {
+            return Ok(Some(out));
+        }
+        // The next call starts after the last record returned.
+        buf.head.keys[0] = last;
+    }
+}
+
+/// Puts this process in the idle I/O class (it gets the disk only when nobody else wants it).
+pub fn set_idle_io_priority() -> std::io::Result<()> {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+    // SAFETY: ioprio_set(which, who, ioprio) takes three integers; 0 is this process.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0 as libc::c_long,
+            IOPRIO_CLASS_IDLE << 13,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Lowers this process's CPU priority (nice 19).
+pub fn set_low_cpu_priority() -> std::io::Result<()> {
+    // SAFETY: setpriority(PRIO_PROCESS, 0 = this process, 19).
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
 
 pub fn size(file: &File) -> Result<u64> {
     // SAFETY: BLKGETSIZE64 writes one u64.
@@ -139,6 +277,26 @@ pub fn holders(sysfs: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Where a partition (start, size in bytes) or a loop device (offset, size limit; 0: to the
+/// end) sits on the disk under it.
+pub fn geometry(sysfs: &Path) -> Option<(u64, u64)> {
+    if let Some(start) = read_sysfs_u64(&sysfs.join("start")) {
+        return Some((start * 512, read_sysfs_u64(&sysfs.join("size"))? * 512));
+    }
+    Some((
+        read_sysfs_u64(&sysfs.join("loop/offset"))?,
+        read_sysfs_u64(&sysfs.join("loop/sizelimit")).unwrap_or(0),
+    ))
+}
+
+/// A device-mapper device's name ("vg-root") and uuid ("LVM-..." for LVM), when it is one.
+pub fn dm_name(sysfs: &Path) -> Option<(String, String)> {
+    Some((
+        read_sysfs(&sysfs.join("dm/name"))?,
+        read_sysfs(&sysfs.join("dm/uuid")).unwrap_or_default(),
+    ))
 }
 
 /// Every loop device and the file behind it.

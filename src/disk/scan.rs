@@ -15,6 +15,26 @@ use crate::progress::Progress;
 /// Bytes read per request: large enough to stream, small enough to keep memory low.
 const READ_SIZE: u64 = 8 << 20;
 
+/// `--limit-read`: bytes per second this process reads at most (0: no limit). A property of
+/// the process, like its I/O priority, set once by capture.
+static READ_LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn set_read_limit(bytes_per_second: Option<u64>) {
+    READ_LIMIT.store(bytes_per_second.unwrap_or(0), Ordering::Relaxed);
+}
+
+/// Sleeps as long as it takes for `done` bytes since `since` to stay under the read limit.
+fn pace(since: std::time::Instant, done: u64) {
+    let limit = READ_LIMIT.load(Ordering::Relaxed);
+    if limit == 0 {
+        return;
+    }
+    let due = std::time::Duration::from_secs_f64(done as f64 / limit as f64);
+    if let Some(wait) = due.checked_sub(since.elapsed()) {
+        std::thread::sleep(wait);
+    }
+}
+
 /// Buffers to hash, shared by the workers: (first chunk number, bytes).
 type SharedJobs = Arc<Mutex<Receiver<(u64, Vec<u8>)>>>;
 
@@ -110,6 +130,8 @@ where
             })
         };
         let mut i = 0;
+        let started = std::time::Instant::now();
+        let mut read = 0u64;
         while i < count && !failed.load(Ordering::SeqCst) {
             // Free space is not even read.
             if chunk_free(i) {
@@ -126,10 +148,12 @@ where
             let start = i * cs;
             let len = (n * cs).min(length - start);
             buf.resize(len as usize, 0);
+            pace(started, read);
             if let Err(e) = disk.read_at(&mut buf, offset + start) {
                 fail(e);
                 break;
             }
+            read += len;
             if job_tx.send((i, buf)).is_err() {
                 break;
             }

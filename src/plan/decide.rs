@@ -27,6 +27,26 @@ pub fn decide(m: &Manifest, d: &DiskRecord, f: &Findings, s: &Settings) -> DiskP
     if let Some(a) = table_action(d, &f.table) {
         actions.push(a);
     }
+    // How the snapshot's partitions were read on the running server.
+    for p in &d.partitions {
+        use crate::manifest::Consistency as C;
+        let what = match p.consistency {
+            None | Some(C::Offline | C::ReadOnly) => continue,
+            Some(C::Frozen | C::Snapshot | C::DoubleRead) => "consistent",
+            Some(C::Swap) => "its contents were not stored; it comes back as empty swap",
+            Some(C::Inconsistent) => {
+                "read while it could change: its filesystem may need a check after the restore"
+            }
+        };
+        notes.push(format!(
+            "{} was captured {}{}: {what}",
+            p.info.title(),
+            p.consistency.map(|c| c.to_string()).unwrap_or_default(),
+            p.freeze_seconds
+                .map(|s| format!(" (frozen for {s:.2} s)"))
+                .unwrap_or_default()
+        ));
+    }
     if f.target_size != d.size {
         notes.push(format!(
             "target is {} ({} bytes), the snapshot disk was {} ({} bytes){}",

@@ -109,9 +109,15 @@ pub fn hooks_bin() -> String {
 
 /// Runs restore with extra environment; with a test hook among it, the test build runs.
 pub fn restore_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let hooks = env
-        .iter()
-        .any(|(k, _)| ["RESTORE_FAILPOINT", "RESTORE_EFIVARS", "RESTORE_NOW"].contains(k));
+    let hooks = env.iter().any(|(k, _)| {
+        [
+            "RESTORE_FAILPOINT",
+            "RESTORE_EFIVARS",
+            "RESTORE_NOW",
+            "RESTORE_NOFREEZE",
+        ]
+        .contains(k)
+    });
     let mut c = Command::new(if hooks { hooks_bin() } else { bin() });
     c.args(args);
     for (k, v) in env {
