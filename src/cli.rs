@@ -61,10 +61,40 @@ const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (test hooks)");
 #[cfg(not(feature = "test-hooks"))]
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// `restore --version`: the version, the commit and date it was built from, the stores it
+/// reaches.
+macro_rules! long_version {
+    ($version:expr) => {
+        concat!(
+            $version,
+            "\ncommit ",
+            env!("RESTORE_COMMIT"),
+            ", built ",
+            env!("RESTORE_BUILD_DATE"),
+            "\nstores: local directory and file://, http(s):// (read-only), s3:// (TLS by rustls)",
+            "\nboot loaders: GRUB (BIOS, UEFI), systemd-boot, shim, EXTLINUX/SYSLINUX"
+        )
+    };
+}
+#[cfg(feature = "test-hooks")]
+const LONG_VERSION: &str = long_version!(concat!(env!("CARGO_PKG_VERSION"), " (test hooks)"));
+#[cfg(not(feature = "test-hooks"))]
+const LONG_VERSION: &str = long_version!(env!("CARGO_PKG_VERSION"));
+
+/// "0.1.0 (commit 1a2b3c4d5e6f, built 2026-12-04)", for reports.
+pub fn version_line() -> String {
+    format!(
+        "{VERSION} (commit {}, built {})",
+        env!("RESTORE_COMMIT"),
+        env!("RESTORE_BUILD_DATE")
+    )
+}
+
 #[derive(Parser)]
 #[command(
     name = "restore",
     version = VERSION,
+    long_version = LONG_VERSION,
     about = "Bare-metal restore that repairs only what is broken"
 )]
 pub struct Cli {
@@ -78,27 +108,85 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Capture disks (image files or block devices) into a store as a new snapshot.
+    #[command(
+        after_help = "Examples:\n  restore capture --store /mnt/backup /dev/sda\n  restore capture --all --store s3://backups/fleet --sign-key /etc/restore/sign.key\n  restore capture --all --store /mnt/backup --dry-run"
+    )]
     Capture(CaptureArgs),
     /// List the snapshots in a store.
+    #[command(
+        after_help = "Examples:\n  restore snapshots --store /mnt/backup\n  restore snapshots --store s3://backups/fleet --host web-3 --json"
+    )]
     Snapshots(SnapshotsArgs),
     /// Show one snapshot: its disks, tables, boot regions and partitions.
+    #[command(
+        after_help = "Examples:\n  restore show latest --store /mnt/backup --host web-3\n  restore show 20261204T020000Z --store s3://backups/fleet --host web-3 --json"
+    )]
     Show(ShowArgs),
     /// Compare target disks with a snapshot and say what a restore would write (read-only).
+    #[command(
+        after_help = "Examples:\n  restore plan --store /mnt/backup --host web-3 /dev/sda\n  restore plan --store /mnt/backup --host web-3 -o plan.json /dev/sda\n  restore plan --store s3://backups/fleet --host web-3 --quick /dev/sda"
+    )]
     Plan(PlanArgs),
     /// Write what a plan says: `apply PLAN`, or `apply --store S DISK...` to plan and apply.
+    #[command(
+        after_help = "Examples:\n  restore apply plan.json\n  restore apply --store /mnt/backup --host web-3 /dev/sda\n  restore apply plan.json --verify --notify https://chat.example/hooks/T0K3N"
+    )]
     Apply(ApplyArgs),
     /// Show what is on a disk now: identity, sizes, table, partitions, filesystems, boot loader.
+    #[command(after_help = "Examples:\n  restore probe /dev/sda\n  restore probe --json disk.img")]
     Probe(ProbeArgs),
     /// Check a disk's boot chain offline; exit 0 when it is whole, 1 when a link is broken.
+    #[command(
+        after_help = "Examples:\n  restore check-boot /dev/sda\n  restore check-boot --firmware uefi --store /mnt/backup --host web-3 /dev/sda"
+    )]
     CheckBoot(CheckBootArgs),
     /// Prove a store whole: every snapshot's manifest, index and chunk (exit 3 on damage).
+    #[command(
+        after_help = "Examples:\n  restore check --store /mnt/backup\n  restore check --store s3://backups/fleet --read-data"
+    )]
     Check(CheckArgs),
     /// Forget snapshots by a retention policy (restic's semantics); chunks stay until prune.
+    #[command(
+        after_help = "Examples:\n  restore forget --store /mnt/backup --keep-daily 7 --keep-weekly 5 --dry-run\n  restore forget --store s3://backups/fleet --keep-daily 14 --keep-monthly 12 --prune"
+    )]
     Forget(ForgetArgs),
     /// Delete the chunks and indexes no snapshot references.
+    #[command(
+        after_help = "Examples:\n  restore prune --store /mnt/backup --dry-run\n  restore prune --store s3://backups/fleet"
+    )]
     Prune(PruneArgs),
     /// Signing keys for snapshots.
+    #[command(
+        after_help = "Examples:\n  restore key generate --secret /etc/restore/sign.key --public sign.pub"
+    )]
     Key(KeyArgs),
+    /// List this machine's disks: size, model, serial, what is on them, whether they are in use.
+    #[command(after_help = "Examples:\n  restore disks\n  restore disks --json")]
+    Disks {
+        /// Print JSON on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also list loop devices.
+        #[arg(long)]
+        loops: bool,
+    },
+    /// Restore reports: what a restore found, wrote and took, for the incident's write-up.
+    Report(ReportArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  restore completions bash > /etc/bash_completion.d/restore\n  restore completions zsh > \"${fpath[1]}/_restore\""
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (restore.1 and one per command) into a directory.
+    #[command(after_help = "Examples:\n  restore man /usr/local/share/man/man1 && mandb")]
+    Man {
+        /// Directory to write the pages into (created if missing).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// (internal) Thaws frozen filesystems if capture dies or overruns.
     #[command(hide = true)]
     ThawWatchdog {
@@ -264,19 +352,77 @@ struct Common {
     /// Print JSON on stdout instead of text.
     #[arg(long)]
     json: bool,
-    /// Do not show progress.
+    /// Progress: a bar on a terminal, else one plain line every 5 s (auto); bar; lines;
+    /// json (JSON lines on stderr: the events --notify sends); none.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    progress: ProgressArg,
+    /// Do not show progress (the same as --progress none).
     #[arg(long)]
     no_progress: bool,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ProgressArg {
+    Auto,
+    Bar,
+    Lines,
+    Json,
+    None,
+}
+
 impl Common {
-    fn progress(&self) -> Box<dyn progress::Progress> {
-        progress::for_mode(if self.no_progress {
-            ProgressMode::Off
-        } else {
-            ProgressMode::Auto
-        })
+    fn mode(&self) -> ProgressMode {
+        if self.no_progress {
+            return ProgressMode::Off;
+        }
+        match self.progress {
+            ProgressArg::Auto => ProgressMode::Auto,
+            ProgressArg::Bar => ProgressMode::Bar,
+            ProgressArg::Lines => ProgressMode::Lines,
+            ProgressArg::Json => ProgressMode::Json,
+            ProgressArg::None => ProgressMode::Off,
+        }
     }
+
+    fn progress(&self) -> Box<dyn progress::Progress> {
+        progress::for_mode(self.mode())
+    }
+
+    /// Progress that also goes to the webhooks of `n` and, with --progress json, to stderr.
+    fn tracker(&self, command: &str, n: &NotifyArgs) -> Result<progress::Tracker> {
+        let events = crate::notify::Events::new(
+            command,
+            &n.notify,
+            n.notify_message.clone(),
+            self.mode() == ProgressMode::Json,
+        )?;
+        Ok(progress::Tracker::new(
+            self.mode(),
+            events,
+            std::time::Duration::from_secs_f64(n.notify_every.max(0.1)),
+        ))
+    }
+}
+
+/// Telling the people who wait.
+#[derive(Args)]
+struct NotifyArgs {
+    /// POST JSON events (plan, progress, done, failed) to this webhook; a Slack- or
+    /// Mattermost-style incoming webhook posts their `text`. Repeatable; or RESTORE_NOTIFY
+    /// (URLs separated by ',').
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "RESTORE_NOTIFY",
+        value_delimiter = ','
+    )]
+    notify: Vec<String>,
+    /// The operator's own words, put in front of every event's text.
+    #[arg(long, value_name = "TEXT", env = "RESTORE_NOTIFY_MESSAGE")]
+    notify_message: Option<String>,
+    /// Seconds between progress events to the webhooks.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    notify_every: f64,
 }
 
 #[derive(Args)]
@@ -322,6 +468,8 @@ struct CaptureArgs {
     verify_existing: bool,
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    notify: NotifyArgs,
     /// Disks to capture (or --all).
     #[arg(required_unless_present = "all")]
     disks: Vec<PathBuf>,
@@ -412,6 +560,8 @@ struct PlanArgs {
     detailed_exitcode: bool,
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    notify: NotifyArgs,
     /// Target disks (paired with snapshot disks by serial, then size; or --map).
     disks: Vec<PathBuf>,
 }
@@ -434,8 +584,36 @@ struct ApplyArgs {
     overwrite_foreign: bool,
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    notify: NotifyArgs,
     /// A saved plan, or with --store the target disks.
     targets: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    #[command(subcommand)]
+    command: ReportCommand,
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Print a restore report: a file that apply saved, or the newest one in a store.
+    #[command(
+        after_help = "Examples:\n  restore report show restore-report-web-3-20261204T021500Z.json\n  restore report show --store s3://backups/fleet --host web-3\n  restore report show --store /mnt/backup --json"
+    )]
+    Show {
+        /// The report file (default: the newest in --store).
+        file: Option<PathBuf>,
+        /// The store apply saved it in, under reports/HOST/.
+        #[arg(long, env = "RESTORE_STORE")]
+        store: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+        /// Print the report's JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -463,6 +641,52 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Forget(a) => run_forget(a),
         Command::Prune(a) => run_prune(a),
         Command::Key(a) => run_key(a),
+        Command::Disks { json, loops } => {
+            let disks = crate::disks::list(loops)?;
+            if json {
+                print_json(&disks)?;
+            } else {
+                out!("{}", crate::disks::human(&disks));
+            }
+            Ok(0)
+        }
+        Command::Report(ReportArgs {
+            command:
+                ReportCommand::Show {
+                    file,
+                    store,
+                    host,
+                    json,
+                },
+        }) => {
+            let store = match (&file, store) {
+                (None, Some(s)) => Some(Store::open(&Location::parse(&s)?)?),
+                _ => None,
+            };
+            let r = crate::report::load(file.as_deref(), store.as_ref(), host.as_deref())?;
+            if json {
+                print_json(&r)?;
+            } else {
+                out!("{}", crate::report::human(&r));
+            }
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "restore", &mut buf);
+            out!("{}", String::from_utf8_lossy(&buf));
+            Ok(0)
+        }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating \"{}\"", dir.display()))?;
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::generate_to(cmd, &dir)
+                .with_context(|| format!("writing man pages into \"{}\"", dir.display()))?;
+            eprintln!("man pages written to \"{}\"", dir.display());
+            Ok(0)
+        }
         Command::ThawWatchdog {
             deadline_ms,
             mounts,
@@ -524,8 +748,37 @@ fn run_capture(a: CaptureArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    let progress = a.common.progress();
-    let r = capture::capture(&opts, progress.as_ref())?;
+    let tracker = a.common.tracker("capture", &a.notify)?;
+    let events = tracker.events.clone();
+    events.set_subject(&opts.host, None);
+    let started = std::time::Instant::now();
+    let r = match capture::capture(&opts, &tracker) {
+        Ok(r) => r,
+        Err(e) => {
+            crate::report::announce_failed(&events, "capture", &e, started.elapsed().as_secs_f64());
+            events.finish();
+            return Err(e);
+        }
+    };
+    events.set_subject(&opts.host, Some(&r.snapshot_id));
+    events.emit(
+        "done",
+        &format!(
+            "capture finished in {}: snapshot {}, {} read, {} new.",
+            crate::notify::human_duration(r.seconds),
+            r.snapshot_id,
+            units::bytes(r.bytes_read),
+            units::bytes(r.uploaded_bytes)
+        ),
+        serde_json::json!({
+            "duration_seconds": r.seconds,
+            "bytes_read": r.bytes_read,
+            "bytes_uploaded": r.uploaded_bytes,
+            "partitions": r.partitions,
+        }),
+        true,
+    );
+    events.finish();
     if a.common.json {
         let mut v = serde_json::to_value(&r)?;
         v["id"] = serde_json::Value::String(r.snapshot_id.clone());
@@ -581,30 +834,44 @@ fn run_snapshots(a: SnapshotsArgs) -> Result<i32> {
     } else if list.is_empty() {
         outln!("no snapshots in {}", store.describe());
     } else {
-        outln!(
-            "{:<24} {:<24} {:<28} {:>5} {:>10}  {}",
-            "HOST",
-            "SNAPSHOT",
-            "CREATED",
-            "DISKS",
-            "SIZE",
-            if trust.is_empty() { "" } else { "SIGNED BY" }
-        );
-        for s in &list {
-            let signed = match (&s.refused, &s.signed_by) {
-                (Some(_), _) => "REFUSED (see below)".to_string(),
-                (None, Some(k)) => k.clone(),
-                (None, None) => String::new(),
-            };
-            outln!(
-                "{:<24} {:<24} {:<28} {:>5} {:>10}  {signed}",
-                s.host,
-                s.id,
-                s.created,
-                s.disks,
-                units::bytes(s.bytes)
-            );
+        let mut header = vec!["HOST", "SNAPSHOT", "CREATED (UTC)", "DISKS", "SIZE"];
+        if !trust.is_empty() {
+            header.push("SIGNED BY");
         }
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|s| {
+                // "2026-12-04T02:15:00.123456Z" -> "2026-12-04 02:15:00"
+                let created: String = s.created.replace('T', " ").chars().take(19).collect();
+                let mut row = vec![
+                    s.host.clone(),
+                    s.id.clone(),
+                    created,
+                    s.disks.to_string(),
+                    units::bytes(s.bytes),
+                ];
+                if !trust.is_empty() {
+                    row.push(match (&s.refused, &s.signed_by) {
+                        (Some(_), _) => "REFUSED (see below)".to_string(),
+                        (None, Some(k)) => k.clone(),
+                        (None, None) => String::new(),
+                    });
+                }
+                row
+            })
+            .collect();
+        let n = header.len();
+        out!(
+            "{}",
+            units::table(
+                &header,
+                &rows,
+                &[false, false, false, true, true, false][..n],
+                &[true, false, false, false, false, true][..n],
+                units::width(),
+                0
+            )
+        );
         for s in list.iter().filter(|s| s.refused.is_some()) {
             outln!(
                 "refused {}/{}: {}",
@@ -792,8 +1059,19 @@ fn run_plan(a: PlanArgs) -> Result<i32> {
     if let Some(path) = &a.output {
         check_plan_output(path, &opts)?;
     }
-    let progress = a.common.progress();
-    let plan = plan::make(&Store::open(&opts.store)?, &opts, progress.as_ref())?;
+    let tracker = a.common.tracker("plan", &a.notify)?;
+    let events = tracker.events.clone();
+    let started = std::time::Instant::now();
+    let plan = match Store::open(&opts.store).and_then(|s| plan::make(&s, &opts, &tracker)) {
+        Ok(p) => p,
+        Err(e) => {
+            crate::report::announce_failed(&events, "plan", &e, started.elapsed().as_secs_f64());
+            events.finish();
+            return Err(e);
+        }
+    };
+    crate::report::announce_plan(&events, &plan);
+    events.finish();
     if let Some(path) = &a.output {
         check_plan_output(path, &opts)?;
         save_plan(path, &plan)?;
@@ -835,7 +1113,37 @@ fn confirm_on_terminal(yes: bool) -> impl Fn(&str) -> Result<bool> {
 }
 
 fn run_apply(a: ApplyArgs) -> Result<i32> {
-    let progress = a.common.progress();
+    let tracker = a.common.tracker("apply", &a.notify)?;
+    let events = tracker.events.clone();
+    let started = std::time::Instant::now();
+    let result = apply_with_events(a, &tracker);
+    if let Err(e) = &result
+        && !e.is::<Announced>()
+    {
+        crate::report::announce_failed(&events, "apply", e, started.elapsed().as_secs_f64());
+    }
+    events.finish();
+    result.map_err(|e| match e.downcast::<Announced>() {
+        Ok(Announced(inner)) => inner,
+        Err(e) => e,
+    })
+}
+
+/// An apply error whose `failed` event has gone out already.
+#[derive(Debug)]
+struct Announced(anyhow::Error);
+
+impl std::fmt::Display for Announced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for Announced {}
+
+fn apply_with_events(a: ApplyArgs, tracker: &progress::Tracker) -> Result<i32> {
+    let progress: &dyn progress::Progress = tracker;
+    let events = &tracker.events;
     let saved = a.targets.len() == 1 && Plan::is_plan_file(&a.targets[0]);
     // The store is opened once: the plan made here is applied with the same store.
     let (plan, store) = if saved {
@@ -869,7 +1177,7 @@ fn run_apply(a: ApplyArgs) -> Result<i32> {
     } else if store_arg(&a.sel).is_some() {
         let opts = plan_options(&a.sel, a.targets.clone())?;
         let store = Store::open(&opts.store)?;
-        (plan::make(&store, &opts, progress.as_ref())?, store)
+        (plan::make(&store, &opts, progress)?, store)
     } else {
         match a.targets.as_slice() {
             [one] if one.is_file() => bail!(
@@ -885,17 +1193,42 @@ fn run_apply(a: ApplyArgs) -> Result<i32> {
         prove: saved,
         overwrite_foreign: a.overwrite_foreign,
     };
-    let prepared = apply::prepare(plan, &store, &opts, &a.sel.trust.load()?, progress.as_ref())?;
+    let plan_file = saved.then(|| a.targets[0].clone());
+    let prepared = apply::prepare(plan, &store, &opts, &a.sel.trust.load()?, progress)?;
     let plan = prepared.plan.clone();
     if !a.common.json {
         out!("{}", plan::render::human(&plan));
     }
-    let report = apply::run(
-        prepared,
-        &opts,
-        progress.as_ref(),
-        &confirm_on_terminal(a.yes),
-    )?;
+    crate::report::announce_plan(events, &plan);
+    tracker.set_estimate(plan.estimated_seconds);
+    let context = crate::report::ApplyContext {
+        plan: &plan,
+        plan_file: plan_file.as_deref(),
+        started: crate::clock::now().rfc3339,
+        targets: prepared.identities(),
+    };
+    let apply_started = std::time::Instant::now();
+    let result = apply::run(prepared, &opts, progress, &confirm_on_terminal(a.yes));
+    // Nothing happened when the operator did not confirm: no report.
+    let not_confirmed = result.as_ref().err().is_some_and(|e| {
+        let e = format!("{e}");
+        e.starts_with("not confirmed") || e.contains("needs confirmation")
+    });
+    if plan.has_changes() && !not_confirmed {
+        let saved_to = crate::report::save(&context, &result, Some(&store));
+        if !saved_to.is_empty() {
+            eprintln!("Restore report saved to {}.", saved_to.join(" and "));
+        }
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let secs = apply_started.elapsed().as_secs_f64();
+            crate::report::announce_failed(events, "apply", &e, secs);
+            return Err(anyhow::Error::new(Announced(e)));
+        }
+    };
+    crate::report::announce_done(events, &plan, &report);
     if a.common.json {
         print_json(&serde_json::json!({ "plan": plan, "result": report }))?;
     } else if plan.has_changes() {

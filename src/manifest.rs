@@ -483,13 +483,75 @@ pub fn resolve(
         all.iter().rev().find(|s| s.id == snapshot)
     };
     let Some(s) = pick else {
+        let hint = format!(
+            "list them with `restore snapshots --store {}`",
+            store.describe()
+        );
+        if let Some(h) = host
+            && all.is_empty()
+        {
+            // Perhaps a mistyped host: say which hosts the store has.
+            let everyone = list(store, None, trust).unwrap_or_default();
+            let known: std::collections::BTreeSet<&str> =
+                everyone.iter().map(|s| s.host.as_str()).collect();
+            bail!(
+                "store {} has no snapshots of host {h}; {}",
+                store.describe(),
+                if known.is_empty() {
+                    "it holds no snapshots at all".to_string()
+                } else {
+                    format!(
+                        "hosts in it: {}",
+                        known.into_iter().collect::<Vec<_>>().join(", ")
+                    )
+                }
+            );
+        }
+        let mut near: Vec<(usize, &str)> = all
+            .iter()
+            .map(|s| (edit_distance(&s.id, snapshot), s.id.as_str()))
+            .filter(|(d, _)| *d <= (snapshot.len() / 3).max(3))
+            .collect();
+        near.sort();
+        near.dedup();
+        let suggestion = if near.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; did you mean {}?",
+                near.iter()
+                    .take(3)
+                    .map(|(_, id)| *id)
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )
+        };
         match host {
             Some(h) => bail!(
-                "no snapshot {snapshot} of host {h} in store {}",
+                "no snapshot {snapshot} of host {h} in store {}{suggestion}; {hint}",
                 store.describe()
             ),
-            None => bail!("no snapshot {snapshot} in store {}", store.describe()),
+            None => bail!(
+                "no snapshot {snapshot} in store {}{suggestion}; {hint}",
+                store.describe()
+            ),
         }
     };
     load(store, &s.host, &s.id, trust)
+}
+
+/// Levenshtein distance, for "did you mean" (ids are short).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }

@@ -11,17 +11,150 @@ pub trait Progress: Send + Sync {
     fn finish(&self);
 }
 
+/// `--progress`: a bar on a terminal, plain lines without one (a serial console, a log), JSON
+/// lines for machines, or nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProgressMode {
     Auto,
+    Bar,
+    Lines,
+    Json,
     Off,
 }
 
 pub fn for_mode(mode: ProgressMode) -> Box<dyn Progress> {
     match mode {
-        ProgressMode::Off => Box::new(Silent),
+        // JSON progress is written by the events (`Tracker`), not by a display.
+        ProgressMode::Off | ProgressMode::Json => Box::new(Silent),
+        ProgressMode::Bar => Box::new(Bar::default()),
         ProgressMode::Auto if std::io::stderr().is_terminal() => Box::new(Bar::default()),
-        ProgressMode::Auto => Box::new(Lines::default()),
+        ProgressMode::Auto | ProgressMode::Lines => Box::new(Lines::default()),
+    }
+}
+
+/// Progress that also goes out as events: `progress` events with percent, rate and ETA to
+/// the webhooks every `webhook_every`, and to stderr as JSON lines every 5 s with
+/// `--progress json`; the first one goes out at the start, with the plan's estimate as ETA.
+pub struct Tracker {
+    display: Box<dyn Progress>,
+    pub events: std::sync::Arc<crate::notify::Events>,
+    webhook_every: Duration,
+    state: Mutex<TrackState>,
+}
+
+#[derive(Default)]
+struct TrackState {
+    what: String,
+    total: u64,
+    done: u64,
+    started: Option<Instant>,
+    last_webhook: Option<Instant>,
+    last_json: Option<Instant>,
+    /// The plan's estimate of the whole work, seconds.
+    estimate: Option<f64>,
+}
+
+impl Tracker {
+    pub fn new(
+        mode: ProgressMode,
+        events: std::sync::Arc<crate::notify::Events>,
+        webhook_every: Duration,
+    ) -> Tracker {
+        Tracker {
+            display: for_mode(mode),
+            events,
+            webhook_every,
+            state: Mutex::new(TrackState::default()),
+        }
+    }
+
+    /// The estimate the first progress event gives as its ETA.
+    pub fn set_estimate(&self, seconds: f64) {
+        self.state.lock().expect("progress lock").estimate = Some(seconds);
+    }
+
+    fn emit(&self, s: &TrackState, now: Instant, to_webhooks: bool) {
+        let elapsed = s.started.map(|t| (now - t).as_secs_f64()).unwrap_or(0.0);
+        let rate = if elapsed >= 0.5 && s.done > 0 {
+            Some(s.done as f64 / elapsed)
+        } else {
+            None
+        };
+        let eta = match rate {
+            Some(r) => Some(s.total.saturating_sub(s.done) as f64 / r),
+            None => s.estimate.map(|e| (e - elapsed).max(0.0)),
+        };
+        let percent = if s.total > 0 {
+            (s.done as f64 * 1000.0 / s.total as f64).round() / 10.0
+        } else {
+            0.0
+        };
+        let mut sentence = format!("{} {percent:.0}% done", s.what);
+        if let Some(r) = rate {
+            sentence.push_str(&format!(", {}/s", crate::units::bytes(r as u64)));
+        }
+        if let Some(e) = eta {
+            sentence.push_str(&format!(
+                ", about {} left",
+                crate::notify::human_duration(e)
+            ));
+        }
+        sentence.push('.');
+        self.events.emit(
+            "progress",
+            &sentence,
+            serde_json::json!({
+                "phase": s.what,
+                "percent": percent,
+                "bytes_done": s.done,
+                "bytes_total": s.total,
+                "rate_bytes_per_second": rate.map(|r| r.round()),
+                "eta_seconds": eta.map(|e| (e * 10.0).round() / 10.0),
+            }),
+            to_webhooks,
+        );
+    }
+}
+
+const JSON_EVERY: Duration = Duration::from_secs(5);
+
+impl Progress for Tracker {
+    fn start(&self, what: &str, total: u64) {
+        self.display.start(what, total);
+        let mut s = self.state.lock().expect("progress lock");
+        let now = Instant::now();
+        s.what = what.to_string();
+        s.total = total;
+        s.done = 0;
+        s.started = Some(now);
+        s.last_webhook = Some(now);
+        s.last_json = Some(now);
+        if self.events.active() {
+            self.emit(&s, now, self.events.webhooks_take_progress());
+        }
+    }
+    fn add(&self, bytes: u64) {
+        self.display.add(bytes);
+        if !self.events.active() {
+            return;
+        }
+        let mut s = self.state.lock().expect("progress lock");
+        s.done += bytes;
+        let now = Instant::now();
+        let hook = self.events.webhooks_take_progress()
+            && s.last_webhook
+                .is_some_and(|l| now - l >= self.webhook_every);
+        let json = s.last_json.is_some_and(|l| now - l >= JSON_EVERY);
+        if hook || json {
+            if hook {
+                s.last_webhook = Some(now);
+            }
+            s.last_json = Some(now);
+            self.emit(&s, now, hook);
+        }
+    }
+    fn finish(&self) {
+        self.display.finish();
     }
 }
 

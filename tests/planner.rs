@@ -453,13 +453,23 @@ fn human_plan_table_snapshot() {
     write_at(&c.target, 0, &[0u8; 440]);
     write_at(&c.target, 512, &[0u8; 512]);
     write_at(&c.target, MIB, &random_bytes(1000, MIB as usize));
-    let out = ok(&[
-        "plan",
-        "--store",
-        &c.tmp.store(),
-        "--no-progress",
-        p(&c.target),
-    ]);
+    // Laid out for an 80-column console.
+    let o = restore_env(
+        &[
+            "plan",
+            "--store",
+            &c.tmp.store(),
+            "--no-progress",
+            p(&c.target),
+        ],
+        &[("COLUMNS", "80")],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.lines().all(|l| l.chars().count() <= 80),
+        "a line wider than 80 columns:\n{out}"
+    );
     let id =
         serde_json::from_str::<Value>(&ok(&["snapshots", "--store", &c.tmp.store(), "--json"]))
             .unwrap()[0]["id"]

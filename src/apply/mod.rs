@@ -68,6 +68,24 @@ pub struct Prepared<'a> {
     targets: Vec<Target>,
 }
 
+impl Prepared<'_> {
+    /// The targets as the restore report names them.
+    pub fn identities(&self) -> Vec<crate::report::Target> {
+        self.plan
+            .disks
+            .iter()
+            .zip(&self.targets)
+            .map(|(dp, t)| crate::report::Target {
+                path: t.disk.path.display().to_string(),
+                source: dp.source.clone(),
+                size: t.disk.size,
+                model: t.disk.identity.model.clone(),
+                serial: t.disk.identity.serial.clone(),
+            })
+            .collect()
+    }
+}
+
 /// Everything that can fail on input, before the prompt: the snapshot, the targets (guards,
 /// sizes), the proof of a saved plan, foreign disks.
 pub fn prepare<'a>(

@@ -542,8 +542,9 @@ pub fn make(store: &Store, opts: &PlanOptions, progress: &dyn Progress) -> Resul
     // Reads of a blank or cached target are far faster than writes reaching a disk, so the
     // measured rate is capped; fetched chunks also cost decompression and hashing.
     let write_rate = rate.unwrap_or(200e6).clamp(20e6, 400e6);
+    // Fetching and writing overlap (a pipeline): the slower of the two sets the pace.
     let estimated_seconds =
-        totals.bytes_to_write as f64 / write_rate + totals.bytes_to_fetch as f64 / 500e6;
+        (totals.bytes_to_write as f64 / write_rate).max(totals.bytes_to_fetch as f64 / 500e6);
     Ok(Plan {
         format: "restore-plan".into(),
         version: VERSION,

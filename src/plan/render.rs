@@ -1,8 +1,6 @@
 //! The plan as an operator reads it: per disk a short table, the reason behind every write,
 //! what was not checked, and the totals.
 
-use std::fmt::Write;
-
 use super::{Action, Component, Plan, Verb};
 use crate::units;
 
@@ -30,51 +28,104 @@ fn verb(a: &Action) -> String {
 }
 
 pub fn human(plan: &Plan) -> String {
+    human_at(plan, units::width())
+}
+
+/// Appends `text` wrapped to `width`, continuation lines indented by `indent` more spaces than
+/// the text itself.
+fn para(out: &mut String, text: &str, width: usize, indent: usize) {
+    let lead = text.len() - text.trim_start().len();
+    for line in units::wrap(text, width, &" ".repeat(lead + indent)) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+}
+
+/// "3 to write, 4 unchanged, 1 to replace in full": the plan at a glance.
+pub fn summary(plan: &Plan) -> String {
+    let (mut write, mut keep, mut full, mut skip) = (0, 0, 0, 0);
+    for a in plan.disks.iter().flat_map(|d| &d.actions) {
+        match a.action {
+            Verb::Keep => keep += 1,
+            Verb::Write | Verb::Patch => write += 1,
+            Verb::Full => full += 1,
+            Verb::Skip => skip += 1,
+        }
+    }
+    let mut parts = vec![format!("{write} to write"), format!("{keep} unchanged")];
+    if full > 0 {
+        parts.push(format!("{full} to replace in full"));
+    }
+    if skip > 0 {
+        parts.push(format!("{skip} skipped"));
+    }
+    parts.join(", ")
+}
+
+/// The plan laid out for a console `width` columns wide.
+pub fn human_at(plan: &Plan, width: usize) -> String {
     let mut out = String::new();
     let mode = match plan.mode {
         super::Mode::Deep => "deep check: every chunk hashed",
         super::Mode::Quick => "quick check: tables, boot regions and critical chunks only",
     };
-    let _ = writeln!(
-        out,
-        "Plan: host {} snapshot {} from {} ({mode})",
-        plan.host, plan.snapshot, plan.store
+    para(
+        &mut out,
+        &format!(
+            "Plan: host {} snapshot {} from {} ({mode})",
+            plan.host, plan.snapshot, plan.store
+        ),
+        width,
+        2,
     );
-    let _ = writeln!(
-        out,
-        "{}",
-        match &plan.signed_by {
+    para(
+        &mut out,
+        &match &plan.signed_by {
             Some(key) => crate::signing::Verification::SignedBy { key: key.clone() },
             None => crate::signing::Verification::NotVerified,
         }
+        .to_string(),
+        width,
+        2,
     );
     for d in &plan.disks {
-        let _ = writeln!(
-            out,
-            "\nDisk {} -> {} ({}, {}-byte sectors; {})",
-            d.source,
-            d.target.display(),
-            units::bytes(d.target_size),
-            d.target_sector_size,
-            d.mapping
+        out.push('\n');
+        para(
+            &mut out,
+            &format!(
+                "Disk {} -> \"{}\" ({}, {}-byte sectors; {})",
+                d.source,
+                d.target.display(),
+                units::bytes(d.target_size),
+                d.target_sector_size,
+                d.mapping
+            ),
+            width,
+            2,
         );
         if let Some(f) = &d.foreign {
-            let _ = writeln!(
-                out,
-                "  FOREIGN DISK: {} holds another system's data: {}.",
-                d.target.display(),
-                f.why
+            para(
+                &mut out,
+                &format!(
+                    "  FOREIGN DISK: \"{}\" holds another system's data: {}.",
+                    d.target.display(),
+                    f.why
+                ),
+                width,
+                2,
             );
-            let _ = writeln!(out, "  A restore destroys:");
+            para(&mut out, "  A restore destroys:", width, 2);
             for line in f.destroyed() {
-                let _ = writeln!(out, "    {line}");
+                para(&mut out, &format!("    {line}"), width, 2);
             }
-            let _ = writeln!(
-                out,
-                "  apply refuses this disk unless --overwrite-foreign is given."
+            para(
+                &mut out,
+                "  apply refuses this disk unless --overwrite-foreign is given.",
+                width,
+                2,
             );
         }
-        let rows: Vec<[String; 4]> = d
+        let rows: Vec<Vec<String>> = d
             .actions
             .iter()
             .map(|a| {
@@ -83,72 +134,75 @@ pub fn human(plan: &Plan) -> String {
                 } else {
                     "-".into()
                 };
-                [component_title(a), a.found.clone(), verb(a), bytes]
+                vec![component_title(a), a.found.clone(), verb(a), bytes]
             })
             .collect();
-        let header = [
-            "COMPONENT".to_string(),
-            "FOUND".into(),
-            "ACTION".into(),
-            "WRITE".into(),
-        ];
-        let mut widths = [0usize; 4];
-        for r in std::iter::once(&header).chain(rows.iter()) {
-            for (w, c) in widths.iter_mut().zip(r) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        for r in std::iter::once(&header).chain(rows.iter()) {
-            let _ = writeln!(
-                out,
-                "  {:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}",
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2],
-                w3 = widths[3]
-            );
-        }
+        out.push_str(&units::table(
+            &["COMPONENT", "FOUND", "ACTION", "WRITE"],
+            &rows,
+            &[false, false, false, true],
+            &[true, true, false, false],
+            width,
+            2,
+        ));
         let why: Vec<&Action> = d
             .actions
             .iter()
             .filter(|a| a.action != Verb::Keep)
             .collect();
         if !why.is_empty() {
-            let _ = writeln!(out, "  Why:");
+            out.push_str("  Why:\n");
             for a in why {
-                let _ = writeln!(out, "    {}: {}", component_title(a), a.reason);
+                para(
+                    &mut out,
+                    &format!("    {}: {}", component_title(a), a.reason),
+                    width,
+                    2,
+                );
             }
         }
         for n in &d.notes {
-            let _ = writeln!(out, "  Note: {n}");
+            para(&mut out, &format!("  Note: {n}"), width, 2);
         }
         if !d.not_checked.is_empty() {
-            let _ = writeln!(out, "  Not checked (run a deep plan to check them):");
+            para(
+                &mut out,
+                "  Not checked (run a deep plan to check them):",
+                width,
+                2,
+            );
             for n in &d.not_checked {
-                let _ = writeln!(out, "    {n}");
+                para(&mut out, &format!("    {n}"), width, 2);
             }
         }
     }
     let t = &plan.totals;
+    out.push('\n');
     if plan.has_changes() {
-        let _ = writeln!(
-            out,
-            "\nTotal: write {} in {} chunk(s) and table sectors, fetch {} ({} chunk(s)) from the store; {} component(s) to write; estimated {}.",
-            units::bytes(t.bytes_to_write),
-            t.chunks_to_write,
-            units::bytes(t.bytes_to_fetch),
-            t.chunks_to_fetch,
-            t.components_to_write,
-            units::duration(plan.estimated_seconds)
+        para(&mut out, &format!("Plan: {}.", summary(plan)), width, 2);
+        para(
+            &mut out,
+            &format!(
+                "Total: write {} in {} chunk(s) and table sectors, fetch {} ({} chunk(s)) from the store; {} component(s) to write; estimated {}.",
+                units::bytes(t.bytes_to_write),
+                t.chunks_to_write,
+                units::bytes(t.bytes_to_fetch),
+                t.chunks_to_fetch,
+                t.components_to_write,
+                units::duration(plan.estimated_seconds)
+            ),
+            width,
+            2,
         );
     } else {
-        let _ = writeln!(
-            out,
-            "\nNothing to do: the target already matches the snapshot."
+        para(
+            &mut out,
+            &format!(
+                "Plan: {}. Nothing to do: the target already matches the snapshot.",
+                summary(plan)
+            ),
+            width,
+            2,
         );
     }
     out

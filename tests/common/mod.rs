@@ -60,6 +60,14 @@ pub struct Tmp {
 impl Tmp {
     /// RESTORE_KEEP_TMP=1 keeps the directory (images, store) for a look after a failure.
     pub fn new() -> Tmp {
+        // Commands run from a scratch directory under target/, not the repository: apply
+        // saves its report in the working directory.
+        static CWD: std::sync::Once = std::sync::Once::new();
+        CWD.call_once(|| {
+            let cwd = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cwd");
+            std::fs::create_dir_all(&cwd).expect("target/tmp/cwd");
+            std::env::set_current_dir(&cwd).expect("cd target/tmp/cwd");
+        });
         let mut dir = tempfile::Builder::new()
             .prefix("restore-test-")
             .tempdir_in(std::env::temp_dir())
