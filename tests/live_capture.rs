@@ -31,6 +31,12 @@ impl LiveDisk {
     /// The free space holds old data (random bytes), as a used disk's does; the filesystem is
     /// filled with `fill` MiB of files under /seed.
     fn new(tmp: &Tmp, fstype: &'static str, fill: u64) -> LiveDisk {
+        LiveDisk::with_limit(tmp, fstype, fill, PART_SIZE)
+    }
+
+    /// The loop device shows `limit` bytes of the partition (a size rounded down to whole
+    /// filesystem blocks, as scripts and admins do).
+    fn with_limit(tmp: &Tmp, fstype: &'static str, fill: u64, limit: u64) -> LiveDisk {
         require_tool("sgdisk");
         require_tool("mount");
         let image = tmp.path("server.img");
@@ -52,7 +58,7 @@ impl LiveDisk {
                 "--offset",
                 &PART_START.to_string(),
                 "--sizelimit",
-                &PART_SIZE.to_string(),
+                &limit.to_string(),
             ],
         );
         match fstype {
@@ -630,4 +636,26 @@ fn the_nightly_units_are_valid_and_never_overlap() {
     // The service's command line is one this binary accepts.
     let o = restore(&["capture", "--all", "--no-progress", "--help"]);
     assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn a_filesystem_smaller_than_its_partition_is_seen_in_use() {
+    if !have_root() {
+        return;
+    }
+    let tmp = Tmp::new();
+    let disk = LiveDisk::with_limit(&tmp, "ext4", 4, PART_SIZE - 3 * 4096 - 512);
+    let dry = ok(&[
+        "capture",
+        "--store",
+        &tmp.store(),
+        "--host",
+        "web-3",
+        "--dry-run",
+        p(&disk.image),
+    ]);
+    assert!(
+        dry.contains("partition 1") && dry.contains("frozen while read"),
+        "{dry}"
+    );
 }

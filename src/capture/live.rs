@@ -127,9 +127,12 @@ pub fn usage(disk: &Disk, layout: &DiskLayout) -> BTreeMap<u32, Usage> {
             } else {
                 *len
             };
-            // A device showing exactly this partition (or, for a disk without a table, the disk).
-            let exact = *start == p.offset && (len == p.size || (p.number == 0 && *start == 0));
-            if !exact {
+            // A device showing this partition or part of it (a loop device whose size limit
+            // was rounded down, say), or for a disk without a table, the disk.
+            let inside = *start >= p.offset
+                && start.saturating_add(len) <= p.offset.saturating_add(p.size)
+                && len > 0;
+            if !(inside || (p.number == 0 && *start == 0)) {
                 continue;
             }
             let name = format!("/dev/{}", d.name);
