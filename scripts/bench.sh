@@ -10,6 +10,7 @@
 #   --work DIR    scratch directory (needs ~6x SIZE free); default: a new directory under /var/tmp
 #   --keep        keep the scratch directory (it is removed at the end otherwise)
 #   --out FILE    also write the results as markdown to FILE
+#   --sparse      server sizes instead: `--size 256G --sparse` runs scripts/bench-scale.sh
 #
 # Every timed run starts with a cold page cache (sync; echo 3 > /proc/sys/vm/drop_caches) and every
 # timed command ends with `sync`, so each one pays for its own writes. Times and peak RSS come from
@@ -20,6 +21,10 @@ set -euo pipefail
 die() { echo "bench.sh: error: $*" >&2; exit 1; }
 log() { echo "bench.sh: $*" >&2; }
 
+# Sparse images at server sizes (256G, 1T): scripts/bench-scale.sh makes that table.
+for a in "$@"; do
+    if [ "$a" = --sparse ]; then exec bash "$(dirname "${BASH_SOURCE[0]}")/bench-scale.sh" "$@"; fi
+done
 SIZE=2G RUNS=3 BIN="" WORK="" KEEP=0 OUT=""
 while [ $# -gt 0 ]; do
     case $1 in
@@ -29,7 +34,7 @@ while [ $# -gt 0 ]; do
         --work) WORK=${2:?--work needs a value}; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --out) OUT=${2:?--out needs a value}; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
 done

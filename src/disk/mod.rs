@@ -122,6 +122,39 @@ impl Disk {
         })
     }
 
+    /// For an image file, the ranges of `[offset, offset + len)` that hold data (relative to
+    /// `offset`), from SEEK_DATA/SEEK_HOLE: everything else is a hole and reads as zeros, so it
+    /// need not be read at all. None for a block device, a filesystem without hole reporting,
+    /// or a file fragmented beyond `MAX_RANGES` (then everything is read).
+    pub fn data_ranges(&self, offset: u64, len: u64) -> Option<Vec<(u64, u64)>> {
+        use rustix::fs::{SeekFrom, seek};
+        const MAX_RANGES: usize = 1 << 20;
+        if self.is_block_device {
+            return None;
+        }
+        let end = offset.checked_add(len)?.min(self.size);
+        let mut out = Vec::new();
+        let mut pos = offset;
+        while pos < end {
+            let data = match seek(&self.file, SeekFrom::Data(pos)) {
+                Ok(d) => d,
+                // No data after pos: the rest is a hole.
+                Err(rustix::io::Errno::NXIO) => break,
+                Err(_) => return None,
+            };
+            if data >= end {
+                break;
+            }
+            let hole = seek(&self.file, SeekFrom::Hole(data)).ok()?.min(end);
+            if hole <= data || out.len() >= MAX_RANGES {
+                return None;
+            }
+            out.push((data - offset, hole - data));
+            pos = hole;
+        }
+        Some(out)
+    }
+
     pub fn read_vec(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; usize::try_from(len).context("read too large")?];
         self.read_at(&mut buf, offset)?;

@@ -129,6 +129,21 @@ where
                 matches!(m.chunk_use(start, cs.min(length - start)), ChunkUse::Free)
             })
         };
+        // Holes of an image file read as zeros: their chunks are zero chunks without a read.
+        let data = disk.data_ranges(offset, length);
+        let mut next_range = 0usize;
+        let zeros = vec![0u8; cs as usize];
+        let mut chunk_hole = |k: u64| {
+            let Some(ranges) = &data else {
+                return false;
+            };
+            let (start, end) = (k * cs, ((k + 1) * cs).min(length));
+            while next_range < ranges.len() && ranges[next_range].0 + ranges[next_range].1 <= start
+            {
+                next_range += 1;
+            }
+            ranges.get(next_range).is_none_or(|&(s, _)| s >= end)
+        };
         let mut i = 0;
         let started = std::time::Instant::now();
         let mut read = 0u64;
@@ -140,8 +155,19 @@ where
                 i += 1;
                 continue;
             }
+            if chunk_hole(i) {
+                let len = cs.min(length - i * cs) as usize;
+                if let Err(e) = visit(i, &zeros[..len], ChunkId::ZERO) {
+                    fail(e);
+                    break;
+                }
+                ids.lock().expect("ids lock")[i as usize] = ChunkId::ZERO;
+                progress.add(len as u64);
+                i += 1;
+                continue;
+            }
             let mut n = 1;
-            while n < per_read && i + n < count && !chunk_free(i + n) {
+            while n < per_read && i + n < count && !chunk_free(i + n) && !chunk_hole(i + n) {
                 n += 1;
             }
             let Ok(mut buf) = free_rx.recv() else { break };
