@@ -24,6 +24,7 @@ pub fn decide(m: &Manifest, d: &DiskRecord, f: &Findings, s: &Settings) -> DiskP
     if let Some(why) = &f.in_use {
         notes.push(format!("apply will refuse this target now: {why}"));
     }
+    notes.extend(f.sampled.iter().cloned());
     if let Some(a) = table_action(d, &f.table) {
         actions.push(a);
     }
@@ -732,6 +733,7 @@ mod tests {
             grown: None,
             in_use: None,
             not_checked: Vec::new(),
+            sampled: Vec::new(),
         }
     }
 

@@ -49,6 +49,9 @@ pub struct Findings {
     /// Why apply would refuse the target right now (mounted, swap, ...), if it would.
     pub in_use: Option<String>,
     pub not_checked: Vec<String>,
+    /// Partitions whose sampled chunks all differed, so that their data chunks are written
+    /// without reading them first: what was sampled and what that decided.
+    pub sampled: Vec<String>,
 }
 
 pub struct NvramFinding {
@@ -288,6 +291,7 @@ pub fn read(
     }
 
     let mut partitions = Vec::new();
+    let mut sampled = Vec::new();
     for p in &d.partitions {
         let info = &p.info;
         let offset = placement
@@ -369,16 +373,45 @@ pub fn read(
                 )?
             }
             (Mode::Deep, _) => {
-                scanned += info.size;
-                compare(
-                    disk,
-                    offset,
-                    effective,
-                    None,
-                    mask.as_ref(),
-                    &mut fp,
-                    progress,
-                )?
+                match sample(disk, offset, effective, mask.as_ref(), &mut fp)? {
+                    Some(data_chunks) => {
+                        // Every sampled chunk differs (a blank or another disk): the data
+                        // chunks are written without being read; only the snapshot's zero
+                        // chunks are still checked, since nothing would write them. A wrong
+                        // guess costs writes of chunks that were equal, never correctness.
+                        let zeros: Vec<u64> = (0..effective.chunks.len() as u64)
+                            .filter(|&i| effective.chunks[i as usize].is_zero_marker())
+                            .collect();
+                        let mut differ = compare(
+                            disk,
+                            offset,
+                            effective,
+                            Some(&zeros),
+                            mask.as_ref(),
+                            &mut fp,
+                            progress,
+                        )?;
+                        sampled.push(format!(
+                            "{name}: all {SAMPLES} sampled data chunks differ from the snapshot, so its {} data chunks are written without reading them first",
+                            data_chunks.len()
+                        ));
+                        differ.extend(data_chunks);
+                        differ.sort_unstable();
+                        differ
+                    }
+                    None => {
+                        scanned += info.size;
+                        compare(
+                            disk,
+                            offset,
+                            effective,
+                            None,
+                            mask.as_ref(),
+                            &mut fp,
+                            progress,
+                        )?
+                    }
+                }
             }
         };
         partitions.push(PartitionFinding {
@@ -428,6 +461,7 @@ pub fn read(
             .err()
             .map(|e| format!("{e:#}")),
         not_checked,
+        sampled,
     })
 }
 
@@ -440,6 +474,45 @@ fn plural(n: u64, what: &str) -> String {
 }
 
 /// Chunk numbers (within the component) whose bytes on the target differ from the index.
+/// Chunks sampled from a partition before a deep comparison.
+const SAMPLES: usize = 16;
+/// Partitions with fewer data chunks are simply compared.
+const SAMPLE_MIN_CHUNKS: usize = 256;
+
+/// Reads SAMPLES of a partition's data chunks (non-zero, not free), evenly spread. When every
+/// one differs from the snapshot, returns all its data chunks: the partition is written
+/// without reading the rest. None: compare it in full.
+fn sample(
+    disk: &Disk,
+    offset: u64,
+    index: &ChunkIndex,
+    mask: Option<&UsedMap>,
+    fp: &mut blake3::Hasher,
+) -> Result<Option<Vec<u64>>> {
+    let data: Vec<u64> = (0..index.chunks.len() as u64)
+        .filter(|&i| {
+            let c = index.chunks[i as usize];
+            !c.is_zero_marker() && !c.is_free_marker()
+        })
+        .collect();
+    if data.len() < SAMPLE_MIN_CHUNKS {
+        return Ok(None);
+    }
+    let picks: Vec<u64> = (0..SAMPLES)
+        .map(|k| data[k * (data.len() - 1) / (SAMPLES - 1)])
+        .collect();
+    let differ = compare(
+        disk,
+        offset,
+        index,
+        Some(&picks),
+        mask,
+        fp,
+        &crate::progress::Silent,
+    )?;
+    Ok((differ.len() == picks.len()).then_some(data))
+}
+
 fn compare(
     disk: &Disk,
     offset: u64,
