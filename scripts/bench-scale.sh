@@ -56,8 +56,8 @@ mkdir -p "$SRC/ext4" "$SRC/xfs"
 log "making 5 GiB of files"
 for i in $(seq 0 31); do
     if [ $((i % 4)) -eq 0 ]; then
-        seq -f "log line %g of the nightly batch on web-3" $((i * 4000000)) $((i * 4000000 + 3999999)) \
-            | head -c 134217728 > "$SRC/ext4/log-$i.txt"
+        (set +o pipefail; seq -f "log line %g of the nightly batch on web-3" $((i * 4000000)) \
+            $((i * 4000000 + 3999999)) | head -c 134217728 > "$SRC/ext4/log-$i.txt")
     else
         head -c 134217728 /dev/urandom > "$SRC/ext4/blob-$i.bin"
     fi
@@ -115,7 +115,8 @@ for size in $SIZES; do
     off=$(( $(sgdisk -i 1 "$img" | awk '/^First sector:/ {print $3}') * 512 + (1 << 30) ))
     head -c 33554432 /dev/urandom | dd of="$target" bs=4M seek=$off oflag=seek_bytes conv=notrunc status=none
     timed "$size" "1% repair (plan + apply)" "$BIN" apply --store "$store" --yes --no-progress "$target"
-    cmp "$img" "$target" > /dev/null 2>&1 || [ "$size" != 16G ] || die "$size: the restored image differs"
+    # Byte-equal check on the smallest size only (cmp reads the holes of a 1 TiB image too).
+    if [ "$size" = 16G ]; then cmp "$img" "$target" > /dev/null || die "$size: the restored image differs"; fi
     man=$(du -b "$store/snapshots" | tail -1 | cut -f1)
     idx=$(du -sb "$store/indexes" | cut -f1)
     ROWS+=("$size|manifest + indexes (bytes)|$man + $idx|-|-")

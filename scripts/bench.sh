@@ -10,6 +10,8 @@
 #   --work DIR    scratch directory (needs ~6x SIZE free); default: a new directory under /var/tmp
 #   --keep        keep the scratch directory (it is removed at the end otherwise)
 #   --out FILE    also write the results as markdown to FILE
+#   --raw         capture with --all-blocks: the data has no used-block map (raw partitions,
+#                 LVM, XFS offline), so every block is stored and restored
 #   --sparse      server sizes instead: `--size 256G --sparse` runs scripts/bench-scale.sh
 #
 # Every timed run starts with a cold page cache (sync; echo 3 > /proc/sys/vm/drop_caches) and every
@@ -25,7 +27,7 @@ log() { echo "bench.sh: $*" >&2; }
 for a in "$@"; do
     if [ "$a" = --sparse ]; then exec bash "$(dirname "${BASH_SOURCE[0]}")/bench-scale.sh" "$@"; fi
 done
-SIZE=2G RUNS=3 BIN="" WORK="" KEEP=0 OUT=""
+SIZE=2G RUNS=3 BIN="" WORK="" KEEP=0 OUT="" RAW=0
 while [ $# -gt 0 ]; do
     case $1 in
         --size) SIZE=${2:?--size needs a value}; shift 2 ;;
@@ -34,7 +36,8 @@ while [ $# -gt 0 ]; do
         --work) WORK=${2:?--work needs a value}; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --out) OUT=${2:?--out needs a value}; shift 2 ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --raw) RAW=1; shift ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
@@ -201,7 +204,9 @@ measure "cp image" rm_out check_out -- cp "$IMG" "$OUTF"
 measure "dd image (bs=4M)" rm_out check_out -- dd if="$IMG" of="$OUTF" bs=4M status=none
 measure "dd image -> loop device" blank_loop check_loop -- dd if="$IMG" of=@TLOOP@ bs=4M status=none
 [ -z "$TLOOP" ] || { detach "$TLOOP"; TLOOP=""; }
-measure "restore capture" fresh_store check_store -- "$BIN" capture --store "$STORE" --host bench "${R[@]}" "$IMG"
+CAPTURE_FLAGS=()
+[ "$RAW" -eq 1 ] && CAPTURE_FLAGS=(--all-blocks)
+measure "restore capture" fresh_store check_store -- "$BIN" capture --store "$STORE" --host bench "${R[@]}" "${CAPTURE_FLAGS[@]}" "$IMG"
 measure "casync make" fresh_castore check_caidx -- casync make --store="$CASTORE" "$CAIDX" "$IMG"
 measure "partclone save" rm_pc check_pc -- sh -c 'l=$(losetup -f --show -r --offset "$2" --sizelimit "$3" "$1") || exit 1
     partclone.ext4 -q -c -s "$l" -O "$4"; rc=$?; losetup -d "$l"; exit $rc' partclone-save "$IMG" "$P2_OFF" "$P2_BYTES" "$PC"
