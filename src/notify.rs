@@ -21,7 +21,7 @@ const POST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts per event and URL.
 const ATTEMPTS: u32 = 3;
 /// The longest `finish` waits for the queue to drain.
-pub const FLUSH_WAIT: Duration = Duration::from_millis(1500);
+pub const FLUSH_WAIT: Duration = Duration::from_millis(1000);
 /// Events waiting beyond this are dropped, oldest progress first.
 const QUEUE_MAX: usize = 64;
 
@@ -238,14 +238,31 @@ fn sender(q: Arc<(Mutex<Queue>, Condvar)>, urls: Vec<reqwest::Url>) {
             return;
         }
     };
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .user_agent(concat!("restore/", env!("CARGO_PKG_VERSION")))
-        .build();
+    // The rescue system has no CA certificates of its own: then the bundled roots, as for
+    // https:// stores.
+    let build = |bundled: bool| -> Result<reqwest::Client> {
+        let builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .user_agent(concat!("restore/", env!("CARGO_PKG_VERSION")));
+        let builder = if bundled {
+            let mut roots = Vec::new();
+            for der in crate::store::remote::bundled_roots() {
+                roots.push(reqwest::Certificate::from_der(der)?);
+            }
+            builder.tls_certs_only(roots)
+        } else {
+            builder
+        };
+        Ok(builder.build()?)
+    };
+    let client = match build(false) {
+        Err(e) if crate::store::remote::lacks_system_roots(&e) => build(true),
+        other => other,
+    };
     let client = match client {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("note: notifications are off: {e}");
+            eprintln!("note: notifications are off: {e:#}");
             return;
         }
     };
