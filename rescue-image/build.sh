@@ -55,11 +55,19 @@ depmod -b "$K" "$KVER"
 
 # The initramfs: busybox, restore, init, the modules from modules.txt and their dependencies.
 R=$WORK/initrd
-mkdir -p "$R"/{bin,dev,etc,proc,sys,run,tmp,mnt,lib/modules/$KVER}
+mkdir -p "$R"/{bin,dev,etc/rescue,proc,sys,run,tmp,mnt,root,usr/share/udhcpc,lib/modules/$KVER}
 cp /bin/busybox "$R/bin/busybox"
 cp "$BIN" "$R/bin/restore"
+# /init becomes busybox init (PID 1 for good), which runs setup once, then shells.
 install -m 755 "$HERE/init" "$R/init"
-install -m 755 "$HERE/udhcpc.script" "$R/etc/udhcpc.script"
+install -m 755 "$HERE/setup" "$HERE/shutdown" "$R/etc/rescue/"
+install -m 644 "$HERE/lib.sh" "$R/etc/rescue/lib.sh"
+install -m 644 "$HERE/profile" "$R/etc/profile"
+# udhcpc's hook at busybox's default paths (Debian's and upstream's): a plain `udhcpc`
+# typed at the shell configures what it leases.
+mkdir -p "$R/etc/udhcpc"
+install -m 755 "$HERE/udhcpc.script" "$R/etc/udhcpc/default.script"
+install -m 755 "$HERE/udhcpc.script" "$R/usr/share/udhcpc/default.script"
 # Trusted signing keys, the image's default RESTORE_TRUST.
 mkdir -p "$R/etc/restore/trust"
 for k in "${TRUST[@]}"; do
@@ -112,21 +120,42 @@ install -m 644 "$WORK/initrd.img" "$OUT/initrd.img"
 I=$WORK/iso
 mkdir -p "$I/boot/grub"
 cp "$OUT/vmlinuz" "$OUT/initrd.img" "$I/boot/"
-cat > "$I/boot/grub/grub.cfg" <<CFG
-serial --unit=0 --speed=115200
-terminal_input console serial
-terminal_output console serial
+case $CMDLINE_EXTRA in
+    *"'"*) echo "--cmdline: single quotes are not supported" >&2; exit 2 ;;
+esac
+# One menu, drawn once: on the firmware's console only. Serial redirection (a BMC's
+# serial-over-LAN, qemu -nographic) copies that console to the serial line; a second GRUB
+# terminal on the serial port draws every screen there twice. The entries are short enough
+# to edit on an 80-column serial console (`e`, Ctrl-E at the end of the linux line, type,
+# Ctrl-X); the long kernel options are in options.cfg.
+cat > "$I/boot/grub/options.cfg" <<CFG
+# Kernel options of the rescue entries in grub.cfg (restore.* options: docs/rescue-image.md).
+set con="$CONSOLE"
+set opts='$CMDLINE_EXTRA'
+CFG
+cat > "$I/boot/grub/grub.cfg" <<'CFG'
+terminal_input console
+terminal_output console
 set timeout=3
 set default=0
-menuentry "restore rescue system" {
-    linux /boot/vmlinuz $CONSOLE $CMDLINE_EXTRA
+source /boot/grub/options.cfg
+menuentry "Rescue system" {
+    linux /boot/vmlinuz $con $opts
     initrd /boot/initrd.img
 }
-menuentry "restore rescue system (network: DHCP)" {
-    linux /boot/vmlinuz $CONSOLE ip=dhcp $CMDLINE_EXTRA
+menuentry "Rescue system, network by DHCP" {
+    linux /boot/vmlinuz $con ip=dhcp $opts
     initrd /boot/initrd.img
 }
 CFG
+if [ -n "$CMDLINE_EXTRA" ]; then
+    cat >> "$I/boot/grub/grub.cfg" <<'CFG'
+menuentry "Rescue system without the built-in options" {
+    linux /boot/vmlinuz $con
+    initrd /boot/initrd.img
+}
+CFG
+fi
 find "$I" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 # Pinned volume dates and UUID, a GPT disk GUID derived from them, and a fixed serial for the
 # EFI image's FAT (grub-mkrescue runs mformat, which picks a random one) make the ISO reproducible.

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use common::servers;
 use common::vm::{self, Firmware, OVMF_VARS};
 /// The unattended options every run uses: the store disk is the second virtio disk.
 const CMDLINE: &str = "restore.mount=/dev/vdb:/mnt/store restore.store=/mnt/store/store restore.disk=/dev/vda restore.auto=apply restore.poweroff=1";
@@ -339,4 +340,415 @@ fn image_is_reproducible() {
         );
     }
     assert_eq!(sums[0], sums[1], "two builds from the same inputs differ");
+}
+
+/// A rescue VM whose serial console (qemu's stdio, an 80x25 line as far as the guest knows)
+/// the test reads and types into, as an operator on IPMI serial-over-LAN would.
+struct SerialVm {
+    child: std::process::Child,
+    out: std::sync::Arc<Mutex<Vec<u8>>>,
+    /// Where the next `expect` starts looking, in `text()`.
+    pos: usize,
+    started: Instant,
+}
+
+impl SerialVm {
+    fn start(args: &[String]) -> SerialVm {
+        use std::io::Read;
+        use std::process::Stdio;
+        // `timeout` bounds the VM even if the test process dies; dropping the guard stops it.
+        let mut child = Command::new("timeout")
+            .arg("180")
+            .arg("qemu-system-x86_64")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("qemu");
+        let out = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut stdout = child.stdout.take().unwrap();
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        SerialVm {
+            child,
+            out,
+            pos: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// Everything the console printed so far, carriage returns dropped.
+    fn log(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).replace('\r', "")
+    }
+
+    /// What a screen would show, roughly: the log without terminal control sequences, which
+    /// the firmware's serial console puts even in the middle of words.
+    fn text(&self) -> String {
+        strip_escapes(&self.log())
+    }
+
+    /// Waits (at most `secs`) for `text` in the console's text after what earlier calls
+    /// found; returns the text from there up to and including `text`.
+    #[track_caller]
+    fn expect(&mut self, text: &str, secs: u64) -> String {
+        let deadline = Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let all = self.text();
+            if let Some(i) = all[self.pos..].find(text) {
+                let end = self.pos + i + text.len();
+                let seen = all[self.pos..end].to_string();
+                self.pos = end;
+                return seen;
+            }
+            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() > deadline {
+                panic!(
+                    "no {text:?} on the serial console after {:.0} s{}:\n{}",
+                    self.started.elapsed().as_secs_f64(),
+                    if exited { " (qemu exited)" } else { "" },
+                    self.log()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the console has been quiet for `ms` (at most 10 s), and skips what it
+    /// printed: the next `expect` looks only at what comes after.
+    fn settle(&mut self, ms: u64) {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let mut len = self.out.lock().unwrap().len();
+        while Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            let now = self.out.lock().unwrap().len();
+            if now == len {
+                break;
+            }
+            len = now;
+        }
+        self.pos = self.text().len();
+    }
+
+    /// Types `line` and Enter. `slow`: one key at a time, as GRUB's line editor (reading the
+    /// firmware's console) drops keys that come faster than it draws.
+    fn type_line(&mut self, line: &str, slow: bool) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("qemu stdin");
+        if slow {
+            for b in line.bytes() {
+                stdin.write_all(&[b]).unwrap();
+                stdin.flush().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        } else {
+            stdin.write_all(line.as_bytes()).unwrap();
+        }
+        stdin.write_all(b"\r").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Runs a shell command at the rescue prompt; returns what it printed.
+    #[track_caller]
+    fn run(&mut self, cmd: &str) -> String {
+        self.type_line(cmd, false);
+        self.expect(PROMPT, 30)
+    }
+
+    /// Waits for qemu to exit on its own (the guest powered off); its exit status.
+    fn wait_exit(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + std::time::Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for SerialVm {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SIGTERM to `timeout`, which passes it on to qemu.
+            let _ = Command::new("kill")
+                .arg(self.child.id().to_string())
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The rescue shell's prompt (rescue-image/profile).
+const PROMPT: &str = "rescue:/# ";
+
+/// Boots the rescue ISO's kernel from GRUB's command line (`c`), with `options` after the
+/// console options the ISO keeps in $con; returns the GRUB part of the console output.
+fn boot_from_grub(vm: &mut SerialVm, options: &str) -> String {
+    let menu = vm.expect("automatically in", 60);
+    vm.type_line("c", false);
+    vm.expect("grub>", 10);
+    // GRUB draws its command-line screen in more than one go (two prompts).
+    vm.settle(500);
+    vm.type_line(&format!("linux /boot/vmlinuz $con {options}"), true);
+    vm.expect("grub>", 30);
+    vm.type_line("initrd /boot/initrd.img", true);
+    vm.expect("grub>", 30);
+    vm.type_line("boot", true);
+    menu
+}
+
+/// Terminal control sequences removed, to read what a screen would show.
+fn strip_escapes(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    out
+}
+
+/// Records the body of every POST, one line each, in the file `argv[2]`.
+const WEBHOOK_RECEIVER: &str = r#"
+import http.server, sys
+port, log = int(sys.argv[1]), sys.argv[2]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with open(log, "ab") as f:
+            f.write(body.replace(b"\n", b" ") + b"\n")
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+
+/// The rescue system as an operator meets it on an 80x25 serial console, in one boot: GRUB's
+/// menu drawn once and its command line; static `ip=`, `restore.dns=`; settings and a secret
+/// from a `restore.env=` file on a USB-stick-like FAT disk (found by label); warnings for
+/// malformed options; the unattended apply with webhook events; then the shell: autowrap on
+/// and a size, the network as configured, a plain `udhcpc` that configures what it leases,
+/// `exit` that gives a new shell, and `poweroff` that powers off.
+#[test]
+fn serial_console_network_env_file_webhooks_and_poweroff() {
+    let Some((image, fixtures)) = built() else {
+        return;
+    };
+    for tool in ["mkfs.vfat", "mcopy", "busybox", "md5sum"] {
+        require_tool(tool);
+    }
+    let (tmp, orig, store, server) = server_and_store(&fixtures, "bios-gpt.img");
+    write_at(&server, 0, &[0u8; 440]);
+
+    // The settings file on a FAT stick, as written on a Windows laptop (CRLF), with a line
+    // that is not KEY=VALUE.
+    const SECRET: &str = "rescue-Secret-9f31c2";
+    let env_file = tmp.path("rescue.env");
+    std::fs::write(
+        &env_file,
+        format!(
+            "# restore settings for rack 12\r\nRESTORE_STORE=/mnt/store/store\r\n\
+             AWS_ACCESS_KEY_ID=rescue-key\r\nexport AWS_SECRET_ACCESS_KEY=\"{SECRET}\"\r\n\
+             RESTORE_NOTIFY_MESSAGE='rack 12'\r\nthis is not a setting\r\n"
+        ),
+    )
+    .unwrap();
+    let stick = tmp.path("stick.img");
+    blank(&stick, 32 * MIB);
+    sh("mkfs.vfat", &["-n", "RESCUEENV", p(&stick)]);
+    sh("mcopy", &["-i", p(&stick), p(&env_file), "::/rescue.env"]);
+
+    // Webhooks reach the host through qemu's guestfwd. Its `tcp:` form is one connection
+    // for the whole run; `cmd:` starts a relay per connection the guest opens.
+    let hooks = tmp.path("hooks.jsonl");
+    let port = servers::free_port();
+    let mut cmd = servers::python();
+    cmd.args(["-c", WEBHOOK_RECEIVER, &port.to_string(), p(&hooks)]);
+    let _receiver = servers::Server::start("webhook receiver", cmd, port, tmp.path("hooks.log"));
+
+    let mut args: Vec<String> = ["-nographic", "-no-reboot", "-m", "768"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend([
+        "-nic".into(),
+        format!(
+            "user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:8080-cmd:busybox nc 127.0.0.1 {port}"
+        ),
+        "-cdrom".into(),
+        p(&image.join("restore-rescue.iso")).into(),
+        "-boot".into(),
+        "d".into(),
+    ]);
+    for (disk, ro) in [(&server, false), (&store, true), (&stick, true)] {
+        args.extend([
+            "-drive".into(),
+            format!(
+                "file={},format=raw,if=virtio{}",
+                disk.display(),
+                if ro { ",readonly=on" } else { "" }
+            ),
+        ]);
+    }
+    let started = Instant::now();
+    let mut vm = SerialVm::start(&args);
+    const OPTIONS: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off restore.dns=10.0.2.3 \
+         restore.env=LABEL=RESCUEENV:/rescue.env restore.mount=/dev/vdb:/mnt/store \
+         restore.host=web-3 restore.disk=/dev/vda restore.auto=apply \
+         restore.notify=http://10.0.2.100:8080/hook restore.bogus=1 restore.mount=nocolon";
+    let menu = boot_from_grub(&mut vm, OPTIONS);
+    let boot = vm.expect("restore-rescue: ready", 90);
+    assert!(
+        boot.contains(&format!("console=ttyS0,115200 {OPTIONS}")),
+        "GRUB lost keys typed on the serial line:\n{boot}"
+    );
+    let auto = vm.expect(PROMPT, 90);
+    let ready_s = started.elapsed().as_secs_f64();
+
+    // One menu, drawn once (not once per GRUB terminal on the same serial line).
+    let screen = &menu;
+    assert_eq!(
+        screen
+            .matches("keys to select which entry is highlighted")
+            .count(),
+        1,
+        "the GRUB menu is drawn more than once:\n{screen}"
+    );
+    // Every malformed option: one warning line each.
+    for warning in [
+        "restore-rescue: warning: restore.bogus=: unknown option, ignored",
+        "restore-rescue: warning: restore.mount=nocolon: not DEVICE:DIR",
+        "restore-rescue: warning: restore.env=LABEL=RESCUEENV:/rescue.env: line 6 is not KEY=VALUE",
+    ] {
+        assert!(boot.contains(warning), "no warning {warning:?}:\n{boot}");
+    }
+    assert!(
+        boot.contains(
+            "set RESTORE_STORE AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY RESTORE_NOTIFY_MESSAGE"
+        ),
+        "the restore.env= file is not read:\n{boot}"
+    );
+    assert!(
+        boot.contains("restore-rescue: network up on eth0: 10.0.2.15/24"),
+        "static ip= is not configured:\n{boot}"
+    );
+    // The unattended apply found the store through RESTORE_STORE from the file.
+    assert!(
+        auto.contains("restore-rescue: apply ok") && auto.contains("boot region boot-code"),
+        "the unattended apply with settings from restore.env= did not succeed:\n{auto}"
+    );
+    assert!(
+        !auto.contains("restore-rescue: warning"),
+        "late warnings:\n{auto}"
+    );
+
+    // The shell: the terminal's size, the network, the settings, DHCP by hand.
+    let size = vm.run("stty size; echo cols=$COLUMNS lines=$LINES");
+    assert!(
+        size.contains("\n25 80\n") && size.contains("cols=80 lines=25"),
+        "the serial console has no size:\n{size}"
+    );
+    let net = vm.run("ip -4 addr show dev eth0; ip route; cat /etc/resolv.conf");
+    for want in [
+        "inet 10.0.2.15/24",
+        "default via 10.0.2.2 dev eth0",
+        "nameserver 10.0.2.3",
+    ] {
+        assert!(net.contains(want), "no {want:?}:\n{net}");
+    }
+    let secret = vm.run("echo \"$AWS_SECRET_ACCESS_KEY\" | md5sum");
+    let want = sh("sh", &["-c", "printf '%s\\n' \"$1\" | md5sum", "_", SECRET]);
+    assert!(
+        secret.contains(want.split_whitespace().next().unwrap()),
+        "the shell does not have the secret from restore.env=:\n{secret}"
+    );
+    let dhcp = vm.run(
+        "ip addr flush dev eth0; udhcpc -q -n >/dev/null 2>&1; ip -4 addr show dev eth0; echo DHCP-$((40 + 2))",
+    );
+    assert!(
+        dhcp.contains("inet 10.0.2.15/24") && dhcp.contains("DHCP-42"),
+        "a plain udhcpc configures nothing:\n{dhcp}"
+    );
+    // `exit` gives a new shell (PID 1 is init), with the terminal set up again.
+    vm.type_line("exit", false);
+    vm.expect("built-in shell", 30);
+    vm.expect(PROMPT, 30);
+    vm.type_line("poweroff", false);
+    let status = vm.wait_exit(60);
+    let secs = started.elapsed().as_secs_f64();
+    let log = vm.log();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "`poweroff` at the shell did not power the VM off ({status:?}):\n{log}"
+    );
+    // Autowrap is switched on (the firmware left it off) before the banner and the plan,
+    // and again by every shell: by setup, the first shell, the one after `exit`.
+    let wrap_on = log.find("\x1b[?7h").unwrap_or(usize::MAX);
+    assert!(
+        wrap_on < log.find("restore-rescue: ready").unwrap_or(0)
+            && log.matches("\x1b[?7h").count() >= 3,
+        "autowrap is not switched on:\n{log:?}"
+    );
+    assert!(
+        !log.contains(SECRET),
+        "the secret from restore.env= appeared on the console"
+    );
+    eprintln!(
+        "TIMING serial console: ready after {ready_s:.1} s; powered off by `poweroff` after {secs:.1} s"
+    );
+    assert_same(&orig, &server);
+
+    // Webhook events, in order: the plan, progress, done (of the apply).
+    let bodies = std::fs::read_to_string(&hooks).unwrap_or_default();
+    let events: Vec<serde_json::Value> = bodies
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    let mut want = ["plan", "progress", "done"].into_iter().peekable();
+    for n in &names {
+        if want.peek() == Some(n) {
+            want.next();
+        }
+    }
+    assert!(
+        want.peek().is_none() && !names.contains(&"failed"),
+        "webhook events {names:?}, not plan, progress, done in order:\n{bodies}\n{log}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["text"].as_str().is_some_and(|t| !t.is_empty())),
+        "an event without text:\n{bodies}"
+    );
+    assert!(
+        events.iter().any(|e| e["message"] == "rack 12"),
+        "RESTORE_NOTIFY_MESSAGE from restore.env= is not in the events:\n{bodies}"
+    );
 }
