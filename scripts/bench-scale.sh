@@ -40,7 +40,8 @@ if [ -z "$BIN" ]; then
 fi
 BIN=$(realpath "$BIN")
 [ -n "$WORK" ] || WORK=$(mktemp -d /var/tmp/restore-bench-scale.XXXXXX)
-mkdir -p "$WORK"
+mkdir -p "$WORK"; WORK=$(realpath "$WORK")
+cd "$WORK" # apply leaves its restore reports in the working directory: here, not in the checkout
 MNT=$WORK/mnt LOOP=""
 cleanup() {
     umount "$MNT" 2>/dev/null || true

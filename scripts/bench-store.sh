@@ -37,7 +37,8 @@ if [ -z "$BIN" ]; then
 fi
 BIN=$(realpath "$BIN")
 [ -n "$WORK" ] || WORK=$(mktemp -d /var/tmp/restore-bench-store.XXXXXX)
-mkdir -p "$WORK"
+mkdir -p "$WORK"; WORK=$(realpath "$WORK")
+cd "$WORK" # apply leaves its restore reports in the working directory: here, not in the checkout
 cleanup() { [ "$KEEP" -eq 1 ] && log "kept $WORK" || rm -rf "$WORK"; }
 trap cleanup EXIT
 
