@@ -354,6 +354,18 @@ fn capture_disk(
         } else {
             format!("gap-{start}")
         };
+        let essential = region_name == "boot-code" || region_name == "post-table-gap";
+        // A gap that is one hole of an image file (the empty tail of a sparse 1 TiB image)
+        // is zeros and would not be recorded: skip it without an index of a million zero
+        // chunks in memory.
+        if !essential
+            && disk
+                .data_ranges(start, end - start)
+                .is_some_and(|r| r.is_empty())
+        {
+            progress.add(end - start);
+            continue;
+        }
         let (index, ids) = capture_range(
             store,
             disk,
@@ -364,7 +376,6 @@ fn capture_disk(
             counters,
             progress,
         )?;
-        let essential = region_name == "boot-code" || region_name == "post-table-gap";
         if essential || ids.iter().any(|id| !id.is_zero_marker()) {
             boot_regions.push(RegionRecord {
                 name: region_name,
@@ -632,7 +643,7 @@ fn capture_range(
     let index = ChunkIndex {
         chunk_size,
         length,
-        chunks: ids.clone(),
+        chunks: ids,
     };
-    Ok((store.put_index(&index)?, ids))
+    Ok((store.put_index(&index)?, index.chunks))
 }
