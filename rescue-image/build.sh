@@ -58,6 +58,12 @@ R=$WORK/initrd
 mkdir -p "$R"/{bin,dev,etc/rescue,proc,sys,run,tmp,mnt,root,usr/share/udhcpc,lib/modules/$KVER}
 cp /bin/busybox "$R/bin/busybox"
 cp "$BIN" "$R/bin/restore"
+# Man pages and completions from the CLI definition; `man` pages through `restore --help`,
+# since busybox has no man reader (rescue-image/man).
+mkdir -p "$R/usr/share/man/man1" "$R/usr/share/bash-completion/completions"
+"$BIN" man "$R/usr/share/man/man1" >/dev/null
+"$BIN" completions bash > "$R/usr/share/bash-completion/completions/restore"
+install -m 755 "$HERE/man" "$R/bin/man"
 # /init becomes busybox init (PID 1 for good), which runs setup once, then shells.
 install -m 755 "$HERE/init" "$R/init"
 install -m 755 "$HERE/setup" "$HERE/shutdown" "$R/etc/rescue/"

@@ -682,6 +682,15 @@ fn serial_console_network_env_file_webhooks_and_poweroff() {
     ] {
         assert!(net.contains(want), "no {want:?}:\n{net}");
     }
+    // Man pages and completions are installed; `man` shows a command's page.
+    let man = vm.run(
+        "ls /usr/share/man/man1/restore.1 /usr/share/man/man1/restore-apply.1 \
+         /usr/share/bash-completion/completions/restore; man restore-apply | head -3",
+    );
+    assert!(
+        !man.contains("No such file") && man.contains("Usage: restore apply"),
+        "the man pages or completions are not installed, or `man` does not show them:\n{man}"
+    );
     let secret = vm.run("echo \"$AWS_SECRET_ACCESS_KEY\" | md5sum");
     let want = sh("sh", &["-c", "printf '%s\\n' \"$1\" | md5sum", "_", SECRET]);
     assert!(
@@ -731,6 +740,9 @@ fn serial_console_network_env_file_webhooks_and_poweroff() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    for e in &events {
+        eprintln!("WEBHOOK {}: {}", e["event"], e["text"]);
+    }
     let mut want = ["plan", "progress", "done"].into_iter().peekable();
     for n in &names {
         if want.peek() == Some(n) {
