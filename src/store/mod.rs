@@ -129,8 +129,7 @@ impl Store {
 
     /// Opens the store, creating it with `chunk_size` when the location is new or empty.
     pub fn open_or_create(location: &Location, chunk_size: Option<u32>) -> Result<(Store, bool)> {
-        let backend = backend_for(location)?;
-        if backend.exists("config.json")? {
+        let open_existing = || -> Result<(Store, bool)> {
             let store = Store::open(location)?;
             if let Some(cs) = chunk_size {
                 ensure!(
@@ -139,7 +138,11 @@ impl Store {
                     store.config.chunk_size
                 );
             }
-            return Ok((store, false));
+            Ok((store, false))
+        };
+        let backend = backend_for(location)?;
+        if backend.exists("config.json")? {
+            return open_existing();
         }
         backend.writable()?;
         let not_empty = match location {
@@ -152,6 +155,11 @@ impl Store {
             _ => !backend.list("")?.is_empty(),
         };
         if not_empty {
+            // Hosts of a fleet capturing into a new store at once: another one may have made
+            // it (config.json first, then its chunks) since we looked. That is our store.
+            if backend.exists("config.json")? {
+                return open_existing();
+            }
             bail!(
                 "{location} is not empty and holds no store (config.json missing); refusing to create one there"
             );
