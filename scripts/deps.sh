@@ -73,3 +73,24 @@ TEST_COMMANDS=(sgdisk:gdisk sfdisk:fdisk mkfs.ext4:e2fsprogs losetup:mount swapo
     # The rescue image: static build, ISO, PXE, modules; qemu's iPXE ROM for the PXE test.
     musl-gcc:musl-tools xorriso:xorriso depmod:kmod /usr/lib/PXELINUX/pxelinux.0:pxelinux
     /usr/lib/ipxe/qemu/pxe-e1000.rom:ipxe-qemu)
+
+# A single-node Ceph cluster with a RADOS Gateway, for scripts/rgw.sh (the RGW tests and
+# scripts/bench-remote.sh). Without recommends: the monitor, OSD and gateway need nothing more,
+# and recommends would bring ceph-mgr, ceph-mds and their python stacks. curl signs the
+# gateway's readiness check (SigV4).
+ensure_ceph() {
+    local missing=() pair
+    for pair in ceph-mon:ceph-mon ceph-osd:ceph-osd radosgw:radosgw radosgw-admin:radosgw \
+        ceph:ceph-common monmaptool:ceph-base curl:curl python3:python3; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing packages: ${missing[*]} (run as root, or install them with apt-get)" >&2
+        return 1
+    fi
+    echo "installing: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
+}

@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 ensure_rust
 ensure_commands "${TEST_COMMANDS[@]}"
 ensure_python_servers
+# The tests against a real Ceph RGW (tests/rgw.rs) are opt-in: a CI job sets RESTORE_TEST_RGW=1.
+if [ "${RESTORE_TEST_RGW:-}" = 1 ]; then
+    ensure_ceph
+fi
 if [ "$(id -u)" -ne 0 ]; then
     echo "note: not root: loop-device tests are skipped (they fail instead when CI is set)" >&2
 fi
