@@ -168,3 +168,127 @@ pub fn hostile_server(tmp: &Tmp, mode: &str, dir: &Path) -> Server {
         tmp.path(&format!("hostile-{mode}-{port}.log")),
     )
 }
+
+/// RESTORE_TEST_RGW=1 switches on the tests against a real Ceph RADOS Gateway (they start a
+/// whole cluster, so they are opt-in; CI sets the flag on one job). Without it a test says so
+/// and returns; with it, a cluster that cannot start fails the test.
+pub fn rgw_wanted(test: &str) -> bool {
+    let on = std::env::var("RESTORE_TEST_RGW").is_ok_and(|v| v == "1");
+    if !on {
+        eprintln!(
+            "{test}: skipped: set RESTORE_TEST_RGW=1 to run the tests against a real Ceph RGW (scripts/rgw.sh starts one)"
+        );
+    }
+    on
+}
+
+/// A single-node Ceph cluster with a RADOS Gateway (scripts/rgw.sh) whose files live in
+/// `dir`, with a bucket "backups" and a user whose keys are the ones `s3_env` gives. Stopped
+/// when dropped, also when the test panics; the script's watcher stops it if the test process
+/// is killed before that.
+pub struct Rgw {
+    dir: PathBuf,
+    pub port: u16,
+}
+
+fn rgw_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/rgw.sh")
+}
+
+impl Rgw {
+    pub fn start(dir: &Path) -> Rgw {
+        require_tool("bash");
+        let started = Instant::now();
+        let o = Command::new("bash")
+            .arg(rgw_script())
+            .arg("start")
+            .arg(dir)
+            .env("RGW_OWNER_PID", std::process::id().to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("running scripts/rgw.sh");
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // The script stops what it started when it fails, so there is nothing to drop here.
+        assert!(
+            o.status.success(),
+            "scripts/rgw.sh start {} failed ({}):\n{out}",
+            dir.display(),
+            o.status
+        );
+        eprintln!("{} (test saw {:?})", out.trim(), started.elapsed());
+        let mut rgw = Rgw {
+            dir: dir.to_path_buf(),
+            port: 0,
+        };
+        let env = std::fs::read_to_string(dir.join("env")).expect("rgw.sh env file");
+        rgw.port = env
+            .lines()
+            .find_map(|l| l.strip_prefix("RGW_ENDPOINT=http://127.0.0.1:"))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no RGW_ENDPOINT in {}/env:\n{env}", dir.display()));
+        rgw
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// GETs `path` (BUCKET/KEY) signed with the test user's keys; the body, or None on 404.
+    pub fn get(&self, path: &str) -> Option<Vec<u8>> {
+        require_tool("curl");
+        let env = s3_env(self.port);
+        let key = |k: &str| env.iter().find(|(n, _)| n == k).unwrap().1.clone();
+        let o = Command::new("curl")
+            .args(["-s", "--max-time", "10", "-w", "\n%{http_code}"])
+            .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
+            .arg("--user")
+            .arg(format!(
+                "{}:{}",
+                key("AWS_ACCESS_KEY_ID"),
+                key("AWS_SECRET_ACCESS_KEY")
+            ))
+            .args(["-H", &format!("x-amz-content-sha256: {EMPTY_SHA256}")])
+            .arg(format!("{}/{path}", self.url()))
+            .output()
+            .expect("running curl");
+        let mut body = o.stdout;
+        let split = body.iter().rposition(|&b| b == b'\n').expect("curl status");
+        let status = String::from_utf8_lossy(&body[split + 1..]).into_owned();
+        body.truncate(split);
+        match status.as_str() {
+            "200" => Some(body),
+            "404" => None,
+            _ => panic!(
+                "GET {path} from RGW: HTTP {status}: {}",
+                String::from_utf8_lossy(&body)
+            ),
+        }
+    }
+}
+
+/// SHA-256 of nothing: the payload hash S3 wants on a signed request without a body.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+impl Drop for Rgw {
+    fn drop(&mut self) {
+        let o = Command::new("bash")
+            .arg(rgw_script())
+            .arg("stop")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .output();
+        match o {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!(
+                "scripts/rgw.sh stop {} failed: {}",
+                self.dir.display(),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => eprintln!("scripts/rgw.sh stop {}: {e}", self.dir.display()),
+        }
+    }
+}
