@@ -755,7 +755,13 @@ fn run_capture(a: CaptureArgs) -> Result<i32> {
     let r = match capture::capture(&opts, &tracker) {
         Ok(r) => r,
         Err(e) => {
-            crate::report::announce_failed(&events, "capture", &e, started.elapsed().as_secs_f64());
+            crate::report::announce_failed(
+                &events,
+                "capture",
+                &e,
+                started.elapsed().as_secs_f64(),
+                &tracker.position(),
+            );
             events.finish();
             return Err(e);
         }
@@ -1065,7 +1071,13 @@ fn run_plan(a: PlanArgs) -> Result<i32> {
     let plan = match Store::open(&opts.store).and_then(|s| plan::make(&s, &opts, &tracker)) {
         Ok(p) => p,
         Err(e) => {
-            crate::report::announce_failed(&events, "plan", &e, started.elapsed().as_secs_f64());
+            crate::report::announce_failed(
+                &events,
+                "plan",
+                &e,
+                started.elapsed().as_secs_f64(),
+                &tracker.position(),
+            );
             events.finish();
             return Err(e);
         }
@@ -1120,7 +1132,13 @@ fn run_apply(a: ApplyArgs) -> Result<i32> {
     if let Err(e) = &result
         && !e.is::<Announced>()
     {
-        crate::report::announce_failed(&events, "apply", e, started.elapsed().as_secs_f64());
+        crate::report::announce_failed(
+            &events,
+            "apply",
+            e,
+            started.elapsed().as_secs_f64(),
+            &tracker.position(),
+        );
     }
     events.finish();
     result.map_err(|e| match e.downcast::<Announced>() {
@@ -1215,7 +1233,7 @@ fn apply_with_events(a: ApplyArgs, tracker: &progress::Tracker) -> Result<i32> {
         e.starts_with("not confirmed") || e.contains("needs confirmation")
     });
     if plan.has_changes() && !not_confirmed {
-        let saved_to = crate::report::save(&context, &result, Some(&store));
+        let saved_to = crate::report::save(&context, &result, &tracker.position(), Some(&store));
         if !saved_to.is_empty() {
             eprintln!("Restore report saved to {}.", saved_to.join(" and "));
         }
@@ -1224,7 +1242,7 @@ fn apply_with_events(a: ApplyArgs, tracker: &progress::Tracker) -> Result<i32> {
         Ok(r) => r,
         Err(e) => {
             let secs = apply_started.elapsed().as_secs_f64();
-            crate::report::announce_failed(events, "apply", &e, secs);
+            crate::report::announce_failed(events, "apply", &e, secs, &tracker.position());
             return Err(anyhow::Error::new(Announced(e)));
         }
     };

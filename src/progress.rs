@@ -42,6 +42,25 @@ pub struct Tracker {
     state: Mutex<TrackState>,
 }
 
+/// A point in the work: the phase (as progress events name it) and its bytes.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub phase: String,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+impl Position {
+    /// "at 40% of restore", or nothing before any work was counted.
+    pub fn describe(&self) -> Option<String> {
+        if self.phase.is_empty() || self.bytes_total == 0 {
+            return None;
+        }
+        let percent = (self.bytes_done as f64 * 100.0 / self.bytes_total as f64).floor();
+        Some(format!("at {percent:.0}% of {}", self.phase))
+    }
+}
+
 #[derive(Default)]
 struct TrackState {
     what: String,
@@ -65,6 +84,17 @@ impl Tracker {
             events,
             webhook_every,
             state: Mutex::new(TrackState::default()),
+        }
+    }
+
+    /// Where the work is now: its phase and bytes done of the total (what a `failed` event and
+    /// a failed apply's report say was reached).
+    pub fn position(&self) -> Position {
+        let s = self.state.lock().expect("progress lock");
+        Position {
+            phase: s.what.clone(),
+            bytes_done: s.done,
+            bytes_total: s.total,
         }
     }
 
@@ -94,10 +124,7 @@ impl Tracker {
             sentence.push_str(&format!(", {}/s", crate::units::bytes(r as u64)));
         }
         if let Some(e) = eta {
-            sentence.push_str(&format!(
-                ", about {} left",
-                crate::notify::human_duration(e)
-            ));
+            sentence.push_str(&format!(", {} left", crate::units::about(e)));
         }
         sentence.push('.');
         self.events.emit(

@@ -45,6 +45,9 @@ pub struct Report {
     /// What apply wrote, its phases and the boot-chain check (absent when it failed before).
     #[serde(default)]
     pub written: Option<serde_json::Value>,
+    /// How far a failed apply got: its phase and the bytes done of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<crate::progress::Position>,
     pub restore_version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_file: Option<String>,
@@ -112,7 +115,7 @@ pub fn announce_plan(events: &Events, plan: &Plan) {
         )
     } else {
         format!(
-            "restore of {} from snapshot {}: {} damaged ({}), {} to write, about {}.",
+            "restore of {} from snapshot {}: {} damaged ({}), {} to write, {}.",
             targets.join(", "),
             plan.snapshot,
             damaged.len(),
@@ -124,7 +127,7 @@ pub fn announce_plan(events: &Events, plan: &Plan) {
                 .join(", ")
                 + if damaged.len() > 4 { ", ..." } else { "" },
             units::bytes(plan.totals.bytes_to_write),
-            human_duration(plan.estimated_seconds)
+            units::about(plan.estimated_seconds)
         )
     };
     events.emit(
@@ -182,15 +185,28 @@ pub fn announce_done(events: &Events, plan: &Plan, r: &ApplyReport) {
 }
 
 /// The `failed` event: the reason, in one line.
-pub fn announce_failed(events: &Events, command: &str, error: &anyhow::Error, seconds: f64) {
+pub fn announce_failed(
+    events: &Events,
+    command: &str,
+    error: &anyhow::Error,
+    seconds: f64,
+    at: &crate::progress::Position,
+) {
     let reason = format!("{error:#}");
+    let reached = at.describe().map(|a| format!(" {a}")).unwrap_or_default();
     events.emit(
         "failed",
         &format!(
-            "{command} FAILED after {}: {reason}",
+            "{command} FAILED after {}{reached}: {reason}",
             human_duration(seconds)
         ),
-        json!({ "reason": reason, "duration_seconds": (seconds * 100.0).round() / 100.0 }),
+        json!({
+            "reason": reason,
+            "duration_seconds": (seconds * 100.0).round() / 100.0,
+            "phase": at.phase,
+            "bytes_done": at.bytes_done,
+            "bytes_total": at.bytes_total,
+        }),
         true,
     );
 }
@@ -207,6 +223,7 @@ pub struct ApplyContext<'a> {
 pub fn save(
     ctx: &ApplyContext,
     result: &Result<ApplyReport>,
+    at: &crate::progress::Position,
     store: Option<&Store>,
 ) -> Vec<String> {
     let plan = ctx.plan;
@@ -240,6 +257,7 @@ pub fn save(
             .as_ref()
             .ok()
             .and_then(|r| serde_json::to_value(r).ok()),
+        failed_at: result.is_err().then(|| at.clone()),
         restore_version: crate::cli::version_line(),
         plan_file: ctx.plan_file.map(|p| p.display().to_string()),
     };
@@ -451,6 +469,23 @@ pub fn human(r: &Report) -> String {
     }
     if let Some(e) = &r.error {
         line(&mut s, format!("Error: {e}"));
+    }
+    if let Some(at) = &r.failed_at
+        && let Some(reached) = at.describe()
+    {
+        line(
+            &mut s,
+            format!(
+                "Stopped {reached}: {} of {} done{}",
+                units::bytes(at.bytes_done),
+                units::bytes(at.bytes_total),
+                if at.phase == "restore" && at.bytes_done > 0 {
+                    "; the target is partly written: make a new plan and apply it"
+                } else {
+                    ""
+                }
+            ),
+        );
     }
     line(&mut s, format!("restore {}", r.restore_version));
     // Fitted to the console: long lines wrap under their own indentation.

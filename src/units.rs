@@ -35,6 +35,15 @@ pub fn duration(secs: f64) -> String {
     }
 }
 
+/// An estimate for people: "about 3 min", or "under 1 s" (not "about under 1 s").
+pub fn about(secs: f64) -> String {
+    if secs < 1.0 {
+        duration(secs)
+    } else {
+        format!("about {}", duration(secs))
+    }
+}
+
 /// Columns of the console human output is laid out for: COLUMNS when set, else the
 /// terminal's width when stdout is one, else 80 (a VGA or serial console, a log).
 pub fn width() -> usize {

@@ -273,6 +273,76 @@ fn a_failed_restore_names_its_reason_and_leaves_a_report() {
     assert!(failed["text"].as_str().unwrap().contains("FAILED"));
 }
 
+/// The store goes away in the middle of the writes (a proxy in front of it dies after 16
+/// chunk downloads): the `failed` event and the report say why and how far the restore got.
+#[test]
+fn a_store_gone_mid_restore_sends_failed_with_how_far_it_got() {
+    let tmp = Tmp::new();
+    captured(&tmp);
+    let target = tmp.path("blank.img");
+    blank(&target, DISK);
+    let web = servers::web_server(&tmp, &tmp.path("store"));
+    let port = servers::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let dying = servers::fault_proxy(&tmp, port, web.port, &["--die-after", "16"]);
+    let hook = Receiver::start(Duration::ZERO);
+    let o = Command::new(bin())
+        .args(["apply", "--store", &url, "--yes", "--no-progress"])
+        .args(["--jobs", "4", "--notify", &hook.url(), p(&target)])
+        .current_dir(tmp.dir.path())
+        .env_remove("RESTORE_NOTIFY")
+        .output()
+        .unwrap();
+    drop(dying);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let events = hook.events();
+    assert_eq!(kinds(&events).first().map(String::as_str), Some("plan"));
+    let failed = events.last().expect("events");
+    assert_eq!(failed["event"], "failed", "{events:#?}");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("gave up after") && reason.contains("chunk"),
+        "{reason}"
+    );
+    let (done, total) = (
+        failed["bytes_done"].as_u64().unwrap(),
+        failed["bytes_total"].as_u64().unwrap(),
+    );
+    assert!(
+        failed["phase"] == "restore" && done > 0 && done < total,
+        "the failure does not say how far the writes got: {failed}"
+    );
+    let sentence = failed["text"].as_str().unwrap();
+    assert!(
+        sentence.contains("apply FAILED after") && sentence.contains("% of restore: "),
+        "{sentence}"
+    );
+    // The report of the failed apply, in the working directory (the store is read-only).
+    let report = std::fs::read_dir(tmp.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("restore-report-web-3-")
+        })
+        .expect("a report of the failed apply");
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["result"], "failed", "{r}");
+    assert_eq!(r["failed_at"]["bytes_done"], done, "{r}");
+    let shown = ok(&["report", "show", p(&report)]);
+    let words = shown.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains("FAILED")
+            && words.contains("Stopped at ")
+            && words.contains("the target is partly written: make a new plan and apply it"),
+        "{shown}"
+    );
+    eprintln!("failed event: {sentence}");
+}
+
 #[test]
 fn a_webhook_that_is_down_or_slow_never_slows_the_restore() {
     let tmp = Tmp::new();

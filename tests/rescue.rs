@@ -743,6 +743,11 @@ fn serial_console_network_env_file_webhooks_and_poweroff() {
     for e in &events {
         eprintln!("WEBHOOK {}: {}", e["event"], e["text"]);
     }
+    assert_eq!(
+        names.iter().filter(|n| **n == "plan").count(),
+        1,
+        "the plan is announced more than once:\n{bodies}"
+    );
     let mut want = ["plan", "progress", "done"].into_iter().peekable();
     for n in &names {
         if want.peek() == Some(n) {
