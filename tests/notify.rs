@@ -102,6 +102,21 @@ fn captured(tmp: &Tmp) -> PathBuf {
     src
 }
 
+/// The restore reports of host web-3 that apply saved in `dir`.
+fn reports_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("restore-report-web-3-")
+        })
+        .collect()
+}
+
 fn kinds(events: &[Value]) -> Vec<String> {
     let mut k: Vec<String> = events
         .iter()
@@ -194,17 +209,7 @@ fn a_full_and_a_minimal_restore_tell_the_webhook_in_order() {
         "{k:?}"
     );
     // The report next to where apply ran, and in the store.
-    let reports: Vec<PathBuf> = std::fs::read_dir(tmp.dir.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("restore-report-web-3-")
-        })
-        .collect();
+    let reports = reports_in(tmp.dir.path());
     assert_eq!(reports.len(), 1, "{reports:?}");
     let r: Value = serde_json::from_slice(&std::fs::read(&reports[0]).unwrap()).unwrap();
     assert_eq!(r["result"], "ok");
@@ -318,16 +323,8 @@ fn a_store_gone_mid_restore_sends_failed_with_how_far_it_got() {
         "{sentence}"
     );
     // The report of the failed apply, in the working directory (the store is read-only).
-    let report = std::fs::read_dir(tmp.dir.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("restore-report-web-3-")
-        })
+    let report = reports_in(tmp.dir.path())
+        .pop()
         .expect("a report of the failed apply");
     let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["result"], "failed", "{r}");
