@@ -184,6 +184,64 @@ fn gpt_boot_code_and_gap_are_restored() {
     assert_same(&src, &target);
 }
 
+/// Unpartitioned gaps of a sparse image with a little data in them (between two partitions,
+/// and in the tail): capture records only the chunks around the data, not the empty rest of
+/// the gap, and a blank target and one whose gap data was overwritten are restored exactly.
+#[test]
+fn gaps_with_data_in_a_sparse_image_are_narrowed_and_restored() {
+    let tmp = Tmp::new();
+    let src = tmp.path("gaps.img");
+    let size = 256 * MIB;
+    blank(&src, size);
+    // Partition 1 at 1 MiB (32 MiB), a 64 MiB gap, partition 2 (32 MiB), a ~127 MiB tail.
+    sh(
+        "sgdisk",
+        &[
+            "-n1:2048:+32M",
+            "-n2:198656:+32M",
+            "-t1:8300",
+            "-t2:8300",
+            p(&src),
+        ],
+    );
+    let in_gap = 33 * MIB + 20 * MIB + 12_345;
+    let in_tail = size - 40 * MIB + 777;
+    write_at(&src, in_gap, &random_bytes(61, 100_000));
+    write_at(&src, in_tail, &random_bytes(62, 5_000));
+    write_at(&src, MIB + 4096, &random_bytes(63, 1_000_000));
+    capture(&tmp, "host-a", &[&src]);
+    let m = show_json(&tmp);
+    let gaps: Vec<(u64, u64)> = m["disks"][0]["boot_regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["name"].as_str().unwrap().starts_with("gap-"))
+        .map(|r| (r["offset"].as_u64().unwrap(), r["length"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(gaps.len(), 2, "{gaps:?}");
+    // The gap between the partitions holds one run of data: its region is that chunk or two.
+    // The tail's data runs up to the backup table (the image file's last block holds both),
+    // so its region starts at the data and runs to the table.
+    let (gap, tail) = (gaps[0], gaps[1]);
+    assert!(
+        gap.0 <= in_gap && in_gap + 100_000 <= gap.0 + gap.1 && gap.1 <= 2 * MIB,
+        "the gap is not narrowed to its data: {gaps:?}"
+    );
+    assert!(
+        tail.0 <= in_tail && in_tail - tail.0 < MIB && tail.0 + tail.1 <= size - 33 * 512,
+        "the tail is not narrowed to its data: {gaps:?}"
+    );
+    let target = tmp.path("t.img");
+    blank(&target, size);
+    apply_store(&tmp, &target);
+    assert_same(&src, &target);
+    // The data in the gaps overwritten: the plan writes them back.
+    write_at(&target, in_gap, &random_bytes(64, 100_000));
+    write_at(&target, in_tail, &random_bytes(65, 5_000));
+    apply_store(&tmp, &target);
+    assert_same(&src, &target);
+}
+
 #[test]
 fn larger_target_gets_a_valid_gpt_and_equal_partitions() {
     let tmp = Tmp::new();

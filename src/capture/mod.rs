@@ -346,7 +346,9 @@ fn capture_disk(
             .max()
             .unwrap_or(0),
     };
-    for (start, end) in layout.unclaimed_ranges(disk.size) {
+    let chunk_size = u64::from(store.config.chunk_size);
+    for (gap_start, gap_end) in layout.unclaimed_ranges(disk.size) {
+        let (mut start, mut end) = (gap_start, gap_end);
         let region_name = if start == 0 {
             "boot-code".to_string()
         } else if start == table_end {
@@ -355,17 +357,25 @@ fn capture_disk(
             format!("gap-{start}")
         };
         let essential = region_name == "boot-code" || region_name == "post-table-gap";
-        // A gap that is one hole of an image file (the empty tail of a sparse 1 TiB image)
-        // is zeros and would not be recorded: skip it without an index of a million zero
-        // chunks in memory.
-        if !essential
-            && disk
-                .data_ranges(start, end - start)
-                .is_some_and(|r| r.is_empty())
-        {
-            progress.add(end - start);
-            continue;
+        // The holes of an image file are zeros, and zeros at the ends of a gap are not recorded
+        // (an all-zero gap is not recorded at all): a gap is narrowed to the chunks that hold
+        // its data, so the empty tail of a sparse 1 TiB image costs no index of a million zero
+        // chunks in memory. Block devices have no holes: their gaps are read whole.
+        if !essential && let Some(data) = disk.data_ranges(start, end - start) {
+            let (Some(first), Some(last)) = (data.first(), data.last()) else {
+                progress.add(end - start);
+                continue;
+            };
+            let lo = start + first.0 / chunk_size * chunk_size;
+            let hi = (start + (last.0 + last.1).div_ceil(chunk_size) * chunk_size).min(end);
+            progress.add((lo - start) + (end - hi));
+            (start, end) = (lo, hi);
         }
+        let region_name = if start == gap_start {
+            region_name
+        } else {
+            format!("gap-{start}")
+        };
         let (index, ids) = capture_range(
             store,
             disk,
