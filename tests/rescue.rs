@@ -584,6 +584,36 @@ fn serial_console_network_env_file_webhooks_and_poweroff() {
     sh("mkfs.vfat", &["-n", "RESCUEENV", p(&stick)]);
     sh("mcopy", &["-i", p(&stick), p(&env_file), "::/rescue.env"]);
 
+    // A running server's disk for a live capture at the rescue shell: an ESP (vfat, cannot
+    // be frozen) and an ext4, both to be mounted read-write in the guest.
+    let live = tmp.path("live.img");
+    blank(&live, 96 * MIB);
+    sh(
+        "sgdisk",
+        &[
+            "-n1:2048:+32M",
+            "-t1:ef00",
+            "-n2:67584:+48M",
+            "-t2:8300",
+            p(&live),
+        ],
+    );
+    sh(
+        "mkfs.vfat",
+        &["-n", "LIVEESP", "--offset=2048", p(&live), "32768"],
+    );
+    sh(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-E",
+            &format!("offset={}", 67584 * 512),
+            p(&live),
+            "48M",
+        ],
+    );
+
     // Webhooks reach the host through qemu's guestfwd. Its `tcp:` form is one connection
     // for the whole run; `cmd:` starts a relay per connection the guest opens.
     let hooks = tmp.path("hooks.jsonl");
@@ -606,7 +636,12 @@ fn serial_console_network_env_file_webhooks_and_poweroff() {
         "-boot".into(),
         "d".into(),
     ]);
-    for (disk, ro) in [(&server, false), (&store, true), (&stick, true)] {
+    for (disk, ro) in [
+        (&server, false),
+        (&store, true),
+        (&stick, true),
+        (&live, false),
+    ] {
         args.extend([
             "-drive".into(),
             format!(
@@ -704,6 +739,29 @@ fn serial_console_network_env_file_webhooks_and_poweroff() {
         dhcp.contains("inet 10.0.2.15/24") && dhcp.contains("DHCP-42"),
         "a plain udhcpc configures nothing:\n{dhcp}"
     );
+    // A live capture in the guest (its own kernel, so real vfat and FIFREEZE): the ESP
+    // mounted read-write is read until two reads agree, the ext4 with a process writing to
+    // it is frozen while its blocks are read, and both are thawed and writable after.
+    vm.run(
+        "mkdir -p /mnt/esp /mnt/data && mount -t vfat /dev/vdd1 /mnt/esp && \
+         mount -t ext4 /dev/vdd2 /mnt/data && echo loader > /mnt/esp/BOOTX64.EFI",
+    );
+    vm.run(
+        "(i=0; while [ $i -lt 300 ]; do echo $i > /mnt/data/f$i; i=$((i+1)); usleep 20000; done) &",
+    );
+    let live = vm.run(
+        "restore capture --store /tmp/live --host live --progress none /dev/vdd; echo capture-rc=$?; \
+         echo after > /mnt/esp/AFTER.TXT && echo after > /mnt/data/after && echo WRITABLE",
+    );
+    let words = live.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains("capture-rc=0")
+            && words.contains("vdd partition 1: double-read")
+            && words.contains("vdd partition 2: frozen, frozen for")
+            && words.contains("WRITABLE"),
+        "live capture in the rescue shell: the mounted ESP is not double-read or the ext4 not frozen and thawed:\n{live}"
+    );
+    vm.run("kill %1 2>/dev/null; wait; umount /mnt/esp /mnt/data; echo unmounted");
     // `exit` gives a new shell (PID 1 is init), with the terminal set up again.
     vm.type_line("exit", false);
     vm.expect("built-in shell", 30);
