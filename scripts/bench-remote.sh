@@ -1,23 +1,36 @@
 #!/usr/bin/env bash
-# Full-restore throughput of one 1 GiB image from three stores, in one run: a local
-# directory, the same directory served by python's http.server, and moto_server (S3), all
-# on this machine (127.0.0.1). Usage: scripts/bench-remote.sh [WORKDIR]; JOBS=16 by default.
-# Each restore goes onto a fresh blank target with a cold page cache (needs root for
-# drop_caches; without it the figures are warm-cache ones and the script says so).
+# Full-restore throughput of one 1 GiB image from four stores, in one run: a local directory,
+# the same directory served by python's http.server, moto_server (S3) and a Ceph RADOS
+# Gateway (S3, a single-node memstore cluster from scripts/rgw.sh), all on this machine
+# (127.0.0.1). Usage: scripts/bench-remote.sh [WORKDIR]; JOBS=16 and RUNS=2 by default.
+# Each server is also measured without restore: the same chunk objects the restore reads,
+# fetched by plain parallel GETs (curl --parallel --parallel-max JOBS, SigV4-signed for S3),
+# so restore's rate is compared with what that server delivers in the same run.
+# Every run starts with a cold page cache (needs root for drop_caches; without it the
+# figures are warm-cache ones and the script says so); a restore goes onto a fresh blank
+# target and is compared with the original.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 ensure_rust
-ensure_commands sgdisk:gdisk mkfs.ext4:e2fsprogs cmp:diffutils
+ensure_commands sgdisk:gdisk mkfs.ext4:e2fsprogs cmp:diffutils curl:curl
 ensure_python_servers
+ensure_ceph
 cargo build --release --locked --quiet
 R=$PWD/target/release/restore
+RGW_SH=$PWD/scripts/rgw.sh
 W=${1:-$(mktemp -d /tmp/restore-bench.XXXXXX)}
 JOBS=${JOBS:-16}
+RUNS=${RUNS:-2}
 mkdir -p "$W"
 cd "$W"
+W=$PWD
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    bash "$RGW_SH" stop "$W/rgw" || true
+}
+trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1',$1))" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
@@ -53,26 +66,125 @@ moto_server -H 127.0.0.1 -p "$S3_PORT" >moto.log 2>&1 &
 PIDS+=($!)
 wait_port "$HTTP_PORT" && wait_port "$S3_PORT"
 python3 -c "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:$S3_PORT/backups', method='PUT'))"
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT
-echo "== capture into S3 (moto_server)"
-t0=$(now)
-"$R" capture --store s3://backups/fleet --host web-3 --no-progress disk.img >/dev/null
-echo "capture into S3: $(python3 -c "print(f'{$(now) - $t0:.1f}')") s"
+echo "== start a Ceph RADOS Gateway (scripts/rgw.sh)"
+RGW_OWNER_PID=$$ bash "$RGW_SH" start "$W/rgw"
+RGW_ENDPOINT=$(bash "$RGW_SH" env "$W/rgw" | sed -n 's/^RGW_ENDPOINT=//p')
+RGW_KEY=$(bash "$RGW_SH" env "$W/rgw" | sed -n 's/^AWS_ACCESS_KEY_ID=//p')
+RGW_SECRET=$(bash "$RGW_SH" env "$W/rgw" | sed -n 's/^AWS_SECRET_ACCESS_KEY=//p')
+
+# The S3 variables for each server: NAME -> endpoint, key, secret.
+s3_env() {
+    case $1 in
+        moto) echo "http://127.0.0.1:$S3_PORT bench bench" ;;
+        rgw) echo "$RGW_ENDPOINT $RGW_KEY $RGW_SECRET" ;;
+    esac
+}
+with_s3() {
+    local endpoint key secret
+    read -r endpoint key secret <<<"$(s3_env "$1")"
+    shift
+    AWS_ENDPOINT_URL=$endpoint AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret AWS_REGION=us-east-1 "$@"
+}
+for server in moto rgw; do
+    echo "== capture into S3 ($server)"
+    t0=$(now)
+    with_s3 "$server" "$R" capture --store s3://backups/fleet --host web-3 --no-progress disk.img >/dev/null
+    echo "capture into S3 ($server): $(python3 -c "print(f'{$(now) - $t0:.1f}')") s"
+done
 
 rm -f probe.img && truncate -s 1G probe.img
-FETCH=$("$R" plan --store store --json --no-progress probe.img |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["totals"]["bytes_to_fetch"])')
+PLAN=$("$R" plan --store store --json --no-progress probe.img)
+FETCH=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["totals"]["bytes_to_fetch"])' <<<"$PLAN")
+NFETCH=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["totals"]["chunks_to_fetch"])' <<<"$PLAN")
 rm -f probe.img
-echo "a full restore onto a blank disk fetches $((FETCH / 1048576)) MiB of the 1024 MiB disk"
-printf '\n%-28s %10s %14s %14s\n' "store" "seconds" "disk MiB/s" "fetched MiB/s"
-for store in store "http://127.0.0.1:$HTTP_PORT" s3://backups/fleet; do
-    rm -f target.img && truncate -s 1G target.img
-    cold
+# The objects a full restore GETs, as the web server saw them in one restore (not timed):
+# every chunk object, a few twice (the plan also reads those holding tables and boot regions).
+rm -f target.img && truncate -s 1G target.img
+seen=$(wc -l <http.log)
+"$R" apply --store "http://127.0.0.1:$HTTP_PORT" --yes --no-progress --jobs "$JOBS" target.img >/dev/null 2>probe.log
+tail -n +$((seen + 1)) http.log | sed -n 's|.*"GET /\(chunks/[^ ]*\) HTTP/[0-9.]*" 200 .*|\1|p' >chunks.txt
+NOBJ=$(wc -l <chunks.txt)
+OBJ_BYTES=$(cd store && xargs stat -c %s <../chunks.txt | awk '{s+=$1} END {print s}')
+echo "a full restore onto a blank disk writes $NFETCH chunks from the store ($((FETCH / 1048576)) MiB of the 1024 MiB disk);"
+echo "it GETs $NOBJ chunk objects ($((OBJ_BYTES / 1048576)) MiB; the plan also reads the chunks holding tables and boot regions)"
+
+# curl config: one URL per chunk object, bodies to /dev/null, the HTTP status of each on stdout.
+url_list() {
+    local base=$1
+    while read -r key; do
+        printf 'url = "%s/%s"\noutput = "/dev/null"\n' "$base" "$key"
+    done <chunks.txt
+}
+url_list "http://127.0.0.1:$HTTP_PORT" >urls-http.cfg
+url_list "http://127.0.0.1:$S3_PORT/backups/fleet" >urls-moto.cfg
+url_list "$RGW_ENDPOINT/backups/fleet" >urls-rgw.cfg
+
+# Seconds for plain parallel GETs of every chunk object from SERVER; fails unless all are 200.
+get_all() {
+    local server=$1 sign=() endpoint key secret t0 t1 ok
+    if [ "$server" != http ]; then
+        read -r endpoint key secret <<<"$(s3_env "$server")"
+        sign=(--aws-sigv4 "aws:amz:us-east-1:s3" --user "$key:$secret"
+            -H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    fi
+    cold >&2
     t0=$(now)
-    "$R" apply --store "$store" --yes --no-progress --jobs "$JOBS" target.img >apply.log
+    curl -s --no-progress-meter --parallel --parallel-max "$JOBS" "${sign[@]}" -w '%{http_code}\n' -K "urls-$server.cfg" >gets.txt 2>curl.err
     t1=$(now)
-    cmp -s disk.img target.img || { echo "restore from $store differs!" >&2; exit 1; }
-    python3 -c "d=$t1-$t0; print(f'{\"$store\".replace(\"127.0.0.1:$HTTP_PORT\",\"127.0.0.1\"):<28} {d:10.2f} {1024/d:14.0f} {$FETCH/1048576/d:14.0f}')"
+    ok=$(grep -c '^200$' gets.txt || true)
+    [ "$ok" -eq "$NOBJ" ] || { echo "GETs from $server: $ok of $NOBJ answered 200" >&2; exit 1; }
+    python3 -c "print(f'{$t1 - $t0:.3f}')"
+}
+
+# Seconds for a full restore from SERVER onto a blank target (checked with cmp), and of them
+# the seconds apply spent fetching and writing (after its plan).
+restore_all() {
+    local server=$1 store t0 t1
+    case $server in
+        local) store=store ;;
+        http) store=http://127.0.0.1:$HTTP_PORT ;;
+        *) store=s3://backups/fleet ;;
+    esac
+    rm -f target.img && truncate -s 1G target.img
+    cold >&2
+    t0=$(now)
+    if [ "$server" = local ] || [ "$server" = http ]; then
+        "$R" apply --store "$store" --yes --no-progress --jobs "$JOBS" target.img >apply.log 2>apply.err
+    else
+        with_s3 "$server" "$R" apply --store "$store" --yes --no-progress --jobs "$JOBS" target.img >apply.log 2>apply.err
+    fi
+    t1=$(now)
+    cmp -s disk.img target.img || { echo "restore from $server differs!" >&2; exit 1; }
+    # End to end, and the fetch-and-write phase alone (apply's "Applied: ... in N s").
+    echo "$(python3 -c "print(f'{$t1 - $t0:.3f}')") $(sed -n 's/^Applied: .* in \([0-9.]*\) s\.$/\1/p' apply.log)"
+}
+
+echo "load before the runs: $(uptime)"
+declare -A LABEL=([local]="local directory" [http]="python http.server" [moto]="moto_server (S3)" [rgw]="Ceph RGW (S3)")
+printf '\n%-20s %3s %6s %9s %9s %9s %7s %7s %7s\n' "server" "run" "GET s" "GET MiB/s" "restore s" "rest MiB/s" "ratio" "fetch s" "f.ratio"
+for server in local http moto rgw; do
+    for run in $(seq "$RUNS"); do
+        g=-
+        [ "$server" = local ] || g=$(get_all "$server")
+        read -r r f <<<"$(restore_all "$server")"
+        f=${f:-nan}
+        python3 - "$g" "$r" "$f" <<PY
+import sys
+g, r, f = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+mib = $OBJ_BYTES / 1048576
+if g == "-":
+    gs = gr = ratio = fratio = "-"
+else:
+    g = float(g)
+    gs, gr, ratio, fratio = f"{g:.2f}", f"{mib / g:.0f}", f"{g / r:.2f}", f"{g / f:.2f}"
+print(f"{'${LABEL[$server]}':<20} {$run:>3} {gs:>6} {gr:>9} {r:>9.2f} {mib / r:>10.0f} {ratio:>7} {f:>7.2f} {fratio:>7}")
+PY
+    done
 done
 echo
-echo "(each: restore apply --store S --yes --jobs $JOBS onto a blank 1 GiB file; plan + fetch + verify + write + flush)"
+echo "(MiB/s: the $((OBJ_BYTES / 1048576)) MiB of chunk objects ($NOBJ GETs) over the time. GET: curl --parallel"
+echo " --parallel-max $JOBS, bodies discarded. restore: restore apply --store S --yes --jobs $JOBS onto a"
+echo " blank 1 GiB file, end to end: plan (HEAD per chunk) + fetch + verify + decompress + write + flush."
+echo " ratio = restore rate / GET rate. fetch s: apply's fetch-and-write phase alone (after its plan,
+ which HEADs every chunk); f.ratio = GET s / fetch s. Each run after drop_caches.)"
+uptime
