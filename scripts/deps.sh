@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the demo and the tests need, when a command is missing.
 # Sourced by scripts/test.sh and scripts/demo.sh; usage: ensure_commands cmd:package ...
+# (NO_RECOMMENDS=1 ensure_commands ... installs without the packages' recommends).
 ensure_commands() {
     local missing=() pair cmd pkg
     for pair in "$@"; do
@@ -19,7 +20,9 @@ ensure_commands() {
     echo "installing: ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
-    apt-get install -y -qq -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
+    local opts=()
+    [ "${NO_RECOMMENDS:-0}" = 1 ] && opts=(--no-install-recommends)
+    apt-get install -y -qq "${opts[@]}" -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
 }
 
 ensure_rust() {
@@ -79,18 +82,6 @@ TEST_COMMANDS=(sgdisk:gdisk sfdisk:fdisk mkfs.ext4:e2fsprogs losetup:mount swapo
 # and recommends would bring ceph-mgr, ceph-mds and their python stacks. curl signs the
 # gateway's readiness check (SigV4).
 ensure_ceph() {
-    local missing=() pair
-    for pair in ceph-mon:ceph-mon ceph-osd:ceph-osd radosgw:radosgw radosgw-admin:radosgw \
-        ceph:ceph-common monmaptool:ceph-base curl:curl python3:python3; do
-        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "missing packages: ${missing[*]} (run as root, or install them with apt-get)" >&2
-        return 1
-    fi
-    echo "installing: ${missing[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
+    NO_RECOMMENDS=1 ensure_commands ceph-mon:ceph-mon ceph-osd:ceph-osd radosgw:radosgw \
+        radosgw-admin:radosgw ceph:ceph-common monmaptool:ceph-base curl:curl python3:python3
 }
