@@ -47,36 +47,27 @@ fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
 }
 
+/// `restore COMMAND --store STORE --host HOST EXTRA... DISK` against the cluster; its stdout.
+fn restore_on(
+    command: &str,
+    store: &str,
+    host: &str,
+    extra: &[&str],
+    disk: &Path,
+    env: &[(String, String)],
+) -> String {
+    let mut args = vec![command, "--store", store, "--host", host, "--no-progress"];
+    args.extend_from_slice(extra);
+    args.push(p(disk));
+    run_ok(&args, env)
+}
+
 fn capture_s3(store: &str, host: &str, disk: &Path, env: &[(String, String)]) -> serde_json::Value {
-    json(&run_ok(
-        &[
-            "capture",
-            "--store",
-            store,
-            "--host",
-            host,
-            "--json",
-            "--no-progress",
-            p(disk),
-        ],
-        env,
-    ))
+    json(&restore_on("capture", store, host, &["--json"], disk, env))
 }
 
 fn apply(store: &str, host: &str, target: &Path, env: &[(String, String)]) {
-    run_ok(
-        &[
-            "apply",
-            "--store",
-            store,
-            "--host",
-            host,
-            "--yes",
-            "--no-progress",
-            p(target),
-        ],
-        env,
-    );
+    restore_on("apply", store, host, &["--yes"], target, env);
 }
 
 fn plan_totals(
@@ -85,20 +76,7 @@ fn plan_totals(
     target: &Path,
     env: &[(String, String)],
 ) -> serde_json::Value {
-    let plan = json(&run_ok(
-        &[
-            "plan",
-            "--store",
-            store,
-            "--host",
-            host,
-            "--json",
-            "--no-progress",
-            p(target),
-        ],
-        env,
-    ));
-    plan["totals"].clone()
+    json(&restore_on("plan", store, host, &["--json"], target, env))["totals"].clone()
 }
 
 /// The sample server disk with `seed`'s own 2 MiB in partition 5, so hosts differ.
