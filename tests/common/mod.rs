@@ -167,6 +167,8 @@ pub fn error_line(args: &[&str], o: &Output) -> String {
         last.starts_with("error: "),
         "no error line from restore {args:?}:\n{err}"
     );
+    // With --nocapture, the one line each refused input got.
+    eprintln!("ERROR-LINE restore {args:?}: {last}");
     last
 }
 
