@@ -347,16 +347,8 @@ fn capture_disk(
             .unwrap_or(0),
     };
     let chunk_size = u64::from(store.config.chunk_size);
-    for (gap_start, gap_end) in layout.unclaimed_ranges(disk.size) {
-        let (mut start, mut end) = (gap_start, gap_end);
-        let region_name = if start == 0 {
-            "boot-code".to_string()
-        } else if start == table_end {
-            "post-table-gap".to_string()
-        } else {
-            format!("gap-{start}")
-        };
-        let essential = region_name == "boot-code" || region_name == "post-table-gap";
+    for (mut start, mut end) in layout.unclaimed_ranges(disk.size) {
+        let essential = start == 0 || start == table_end;
         // The holes of an image file are zeros, and zeros at the ends of a gap are not recorded
         // (an all-zero gap is not recorded at all): a gap is narrowed to the chunks that hold
         // its data, so the empty tail of a sparse 1 TiB image costs no index of a million zero
@@ -371,10 +363,10 @@ fn capture_disk(
             progress.add((lo - start) + (end - hi));
             (start, end) = (lo, hi);
         }
-        let region_name = if start == gap_start {
-            region_name
-        } else {
-            format!("gap-{start}")
+        let region_name = match start {
+            _ if !essential => format!("gap-{start}"),
+            0 => "boot-code".to_string(),
+            _ => "post-table-gap".to_string(),
         };
         let (index, ids) = capture_range(
             store,
