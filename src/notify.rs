@@ -240,25 +240,8 @@ fn sender(q: Arc<(Mutex<Queue>, Condvar)>, urls: Vec<reqwest::Url>) {
     };
     // The rescue system has no CA certificates of its own: then the bundled roots, as for
     // https:// stores.
-    let build = |bundled: bool| -> Result<reqwest::Client> {
-        let builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .user_agent(concat!("restore/", env!("CARGO_PKG_VERSION")));
-        let builder = if bundled {
-            let mut roots = Vec::new();
-            for der in crate::store::remote::bundled_roots() {
-                roots.push(reqwest::Certificate::from_der(der)?);
-            }
-            builder.tls_certs_only(roots)
-        } else {
-            builder
-        };
-        Ok(builder.build()?)
-    };
-    let client = match build(false) {
-        Err(e) if crate::store::remote::lacks_system_roots(&e) => build(true),
-        other => other,
-    };
+    let client =
+        crate::store::remote::http_client(&[], |b| b.connect_timeout(Duration::from_secs(3)));
     let client = match client {
         Ok(c) => c,
         Err(e) => {

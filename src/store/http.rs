@@ -12,7 +12,7 @@ use tokio::runtime::Runtime;
 
 use super::HttpLocation;
 use super::backend::{Backend, BackendError, too_large};
-use super::remote::{RemoteOptions, bundled_roots, lacks_system_roots, runtime};
+use super::remote::{RemoteOptions, http_client, runtime};
 
 /// A directory index page larger than this is not one.
 const MAX_PAGE: u64 = 16 << 20;
@@ -57,26 +57,10 @@ impl HttpBackend {
                 .map_err(|e| anyhow!("{}: not a PEM certificate: {e}", opts.ca_name()))?,
             None => Vec::new(),
         };
-        let build = |bundled: bool| -> Result<reqwest::Client> {
-            let builder = reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
+        let client = http_client(&extra, |b| {
+            b.connect_timeout(Duration::from_secs(5))
                 .read_timeout(Duration::from_secs(30))
-                .user_agent(concat!("restore/", env!("CARGO_PKG_VERSION")));
-            let builder = if bundled {
-                let mut roots = extra.clone();
-                for der in bundled_roots() {
-                    roots.push(reqwest::Certificate::from_der(der)?);
-                }
-                builder.tls_certs_only(roots)
-            } else {
-                builder.tls_certs_merge(extra.clone())
-            };
-            Ok(builder.build()?)
-        };
-        let client = match build(false) {
-            Err(e) if lacks_system_roots(&e) => build(true),
-            other => other,
-        }
+        })
         .context("setting up the HTTP client")?;
         let auth = location
             .user

@@ -64,6 +64,34 @@ pub fn lacks_system_roots(e: &anyhow::Error) -> bool {
     format!("{e:#}").contains("No CA certificates were loaded")
 }
 
+/// An HTTP client set up by `configure` (timeouts) with restore's user agent, trusting the
+/// system's CA certificates plus `extra`; on a system without any (a minimal rescue system),
+/// the bundled roots plus `extra`.
+pub fn http_client(
+    extra: &[reqwest::Certificate],
+    configure: impl Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+) -> Result<reqwest::Client> {
+    let build = |bundled: bool| -> Result<reqwest::Client> {
+        let builder = configure(
+            reqwest::Client::builder().user_agent(concat!("restore/", env!("CARGO_PKG_VERSION"))),
+        );
+        let builder = if bundled {
+            let mut roots = extra.to_vec();
+            for der in bundled_roots() {
+                roots.push(reqwest::Certificate::from_der(der)?);
+            }
+            builder.tls_certs_only(roots)
+        } else {
+            builder.tls_certs_merge(extra.to_vec())
+        };
+        Ok(builder.build()?)
+    };
+    match build(false) {
+        Err(e) if lacks_system_roots(&e) => build(true),
+        other => other,
+    }
+}
+
 pub fn runtime() -> Result<Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
