@@ -756,11 +756,10 @@ fn run_capture(a: CaptureArgs) -> Result<i32> {
         Ok(r) => r,
         Err(e) => {
             crate::report::announce_failed(
-                &events,
+                &tracker,
                 "capture",
                 &e,
                 started.elapsed().as_secs_f64(),
-                &tracker.position(),
             );
             events.finish();
             return Err(e);
@@ -1071,13 +1070,7 @@ fn run_plan(a: PlanArgs) -> Result<i32> {
     let plan = match Store::open(&opts.store).and_then(|s| plan::make(&s, &opts, &tracker)) {
         Ok(p) => p,
         Err(e) => {
-            crate::report::announce_failed(
-                &events,
-                "plan",
-                &e,
-                started.elapsed().as_secs_f64(),
-                &tracker.position(),
-            );
+            crate::report::announce_failed(&tracker, "plan", &e, started.elapsed().as_secs_f64());
             events.finish();
             return Err(e);
         }
@@ -1132,13 +1125,7 @@ fn run_apply(a: ApplyArgs) -> Result<i32> {
     if let Err(e) = &result
         && !e.is::<Announced>()
     {
-        crate::report::announce_failed(
-            &events,
-            "apply",
-            e,
-            started.elapsed().as_secs_f64(),
-            &tracker.position(),
-        );
+        crate::report::announce_failed(&tracker, "apply", e, started.elapsed().as_secs_f64());
     }
     events.finish();
     result.map_err(|e| match e.downcast::<Announced>() {
@@ -1242,7 +1229,7 @@ fn apply_with_events(a: ApplyArgs, tracker: &progress::Tracker) -> Result<i32> {
         Ok(r) => r,
         Err(e) => {
             let secs = apply_started.elapsed().as_secs_f64();
-            crate::report::announce_failed(events, "apply", &e, secs, &tracker.position());
+            crate::report::announce_failed(tracker, "apply", &e, secs);
             return Err(anyhow::Error::new(Announced(e)));
         }
     };

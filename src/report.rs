@@ -186,15 +186,15 @@ pub fn announce_done(events: &Events, plan: &Plan, r: &ApplyReport) {
 
 /// The `failed` event: the reason, in one line.
 pub fn announce_failed(
-    events: &Events,
+    tracker: &crate::progress::Tracker,
     command: &str,
     error: &anyhow::Error,
     seconds: f64,
-    at: &crate::progress::Position,
 ) {
+    let at = tracker.position();
     let reason = format!("{error:#}");
     let reached = at.describe().map(|a| format!(" {a}")).unwrap_or_default();
-    events.emit(
+    tracker.events.emit(
         "failed",
         &format!(
             "{command} FAILED after {}{reached}: {reason}",
@@ -479,7 +479,7 @@ pub fn human(r: &Report) -> String {
                 "Stopped {reached}: {} of {} done{}",
                 units::bytes(at.bytes_done),
                 units::bytes(at.bytes_total),
-                if at.phase == "restore" && at.bytes_done > 0 {
+                if at.phase == crate::apply::WRITE_PHASE && at.bytes_done > 0 {
                     "; the target is partly written: make a new plan and apply it"
                 } else {
                     ""

@@ -20,6 +20,9 @@ use crate::units;
 
 pub use writer::{Interrupted, Phase};
 
+/// The progress phase of apply's writes (what `failed` events and reports name).
+pub const WRITE_PHASE: &str = "restore";
+
 pub struct ApplyOptions {
     /// Re-read every chunk of every written component afterwards (not only the written ones).
     pub verify: bool,

@@ -306,7 +306,7 @@ pub fn write(
         progress.finish();
         anyhow::Error::new(Interrupted(interrupted_message(phase, &partial, report)))
     };
-    progress.start("restore", total);
+    progress.start(super::WRITE_PHASE, total);
     for phase in Phase::ALL {
         failpoint::hit(phase.crash_point());
         if interrupt.raised() {
