@@ -80,17 +80,6 @@ fn plan_fetch_bytes(store: &str, target: &Path, env: &[(String, String)]) -> u64
         .expect("bytes_to_fetch")
 }
 
-/// A copy of `src` damaged the way the incident did: boot code, GPT header, two data chunks.
-fn damaged_copy(tmp: &Tmp, src: &Path) -> PathBuf {
-    let d = tmp.path("damaged.img");
-    std::fs::copy(src, &d).unwrap();
-    write_at(&d, 0, &[0u8; 440]);
-    write_at(&d, 512, &[0u8; 512]);
-    write_at(&d, DATA5 + 100, &random_bytes(41, 5000));
-    write_at(&d, DATA5 + 2 * MIB, &random_bytes(42, 5000));
-    d
-}
-
 fn assert_minimal_restore(store: &str, src: &Path, damaged: &Path, env: &[(String, String)]) {
     let fetch = plan_fetch_bytes(store, damaged, env);
     assert!(

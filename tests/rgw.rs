@@ -120,12 +120,7 @@ fn full_and_minimal_restore(tmp: &Tmp, rgw: &Rgw, src: &Path) {
     assert_same(src, &t);
 
     // Boot code, the GPT header and two data chunks damaged: only those come back.
-    let d = tmp.path("damaged.img");
-    std::fs::copy(src, &d).unwrap();
-    write_at(&d, 0, &[0u8; 440]);
-    write_at(&d, 512, &[0u8; 512]);
-    write_at(&d, DATA5 + 100, &random_bytes(41, 5000));
-    write_at(&d, DATA5 + 2 * MIB, &random_bytes(42, 5000));
+    let d = damaged_copy(tmp, src);
     let totals = plan_totals(store, "web-3", &d, &env);
     let fetch = totals["bytes_to_fetch"].as_u64().unwrap();
     let write = totals["bytes_to_write"].as_u64().unwrap();

@@ -359,6 +359,18 @@ pub fn gpt_server_disk(path: &Path, size: u64, tmp: &Tmp) {
 /// Where partition 5 of the sample server disk starts.
 pub const DATA5: u64 = (2048 + 2048 + 40 * 2048 + 8 * 2048) * 512;
 
+/// A copy of the sample server disk `src` damaged the way the incident did: boot code, GPT
+/// header, two data chunks of partition 5.
+pub fn damaged_copy(tmp: &Tmp, src: &Path) -> PathBuf {
+    let d = tmp.path("damaged.img");
+    std::fs::copy(src, &d).unwrap();
+    write_at(&d, 0, &[0u8; 440]);
+    write_at(&d, 512, &[0u8; 512]);
+    write_at(&d, DATA5 + 100, &random_bytes(41, 5000));
+    write_at(&d, DATA5 + 2 * MIB, &random_bytes(42, 5000));
+    d
+}
+
 pub fn capture(tmp: &Tmp, host: &str, disks: &[&Path]) -> String {
     let store = tmp.store();
     let mut args = vec![
