@@ -192,6 +192,9 @@ enum Command {
     ThawWatchdog {
         #[arg(long)]
         deadline_ms: u64,
+        /// A snapshot (VG/LV) to remove if the capture dies first.
+        #[arg(long = "remove-lv")]
+        remove_lv: Vec<String>,
         mounts: Vec<PathBuf>,
     },
 }
@@ -689,8 +692,13 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::ThawWatchdog {
             deadline_ms,
+            remove_lv,
             mounts,
-        } => capture::live::watchdog(std::time::Duration::from_millis(deadline_ms), &mounts),
+        } => capture::live::watchdog(
+            std::time::Duration::from_millis(deadline_ms),
+            &mounts,
+            &remove_lv,
+        ),
     }
 }
 

@@ -93,7 +93,7 @@ pub struct PartitionRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<Consistency>,
     /// For a frozen filesystem: when the freeze began (seconds since 1970) and how long it
-    /// lasted.
+    /// lasted; for one read through an LVM snapshot: when the snapshot was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frozen_at: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

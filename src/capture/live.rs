@@ -30,6 +30,8 @@ pub struct Mount {
     pub fstype: String,
     /// Stacked on the partition (an LVM logical volume, a dm device), not the partition itself.
     pub stacked: bool,
+    /// The device-mapper device it is mounted from, when stacked.
+    pub holder: Option<super::lvm::Holder>,
 }
 
 /// How a partition is used right now.
@@ -144,6 +146,7 @@ pub fn usage(disk: &Disk, layout: &DiskLayout) -> BTreeMap<u32, Usage> {
                     rw: m.rw,
                     fstype: m.fstype.clone(),
                     stacked: false,
+                    holder: None,
                 });
             }
             for h in blockdev::holders(&d.sysfs) {
@@ -151,9 +154,17 @@ pub fn usage(disk: &Disk, layout: &DiskLayout) -> BTreeMap<u32, Usage> {
                 let dev = std::fs::read_to_string(hs.join("dev"))
                     .ok()
                     .and_then(|s| blockdev::parse_dev(&s));
-                let hname = blockdev::dm_name(&hs)
+                let dm = blockdev::dm_name(&hs);
+                let hname = dm
+                    .as_ref()
                     .map(|(n, _)| format!("/dev/mapper/{n}"))
                     .unwrap_or_else(|| format!("/dev/{h}"));
+                let holder = dm.map(|(dm_name, uuid)| super::lvm::Holder {
+                    dm_name,
+                    lvm: uuid.starts_with("LVM-"),
+                    under: d.dev,
+                    under_start: *start,
+                });
                 let held: Vec<&MountLine> = mounts.iter().filter(|m| Some(m.dev) == dev).collect();
                 if held.is_empty() {
                     u.holders.push(hname.clone());
@@ -165,6 +176,7 @@ pub fn usage(disk: &Disk, layout: &DiskLayout) -> BTreeMap<u32, Usage> {
                         rw: m.rw,
                         fstype: m.fstype.clone(),
                         stacked: true,
+                        holder: holder.clone(),
                     });
                 }
                 u.swap |= dev.is_some_and(|d| swaps.contains(&d));
@@ -322,8 +334,9 @@ impl Drop for Frozen {
 
 /// `restore thaw-watchdog`: holds the mounts open, says "ready", and thaws them when told
 /// "done" (no: the parent thawed them), when its parent goes away (EOF without "done": the
-/// capture died, also by SIGKILL), or at the deadline.
-pub fn watchdog(deadline: Duration, mounts: &[PathBuf]) -> Result<i32> {
+/// capture died, also by SIGKILL), or at the deadline. Snapshots in `remove_lvs` (VG/LV) are
+/// removed when the parent goes away without "done" (they hold nothing up: no deadline).
+pub fn watchdog(deadline: Duration, mounts: &[PathBuf], remove_lvs: &[String]) -> Result<i32> {
     let started = Instant::now();
     let dirs: Vec<(PathBuf, File)> = mounts
         .iter()
@@ -337,16 +350,29 @@ pub fn watchdog(deadline: Duration, mounts: &[PathBuf]) -> Result<i32> {
         let done = std::io::stdin().lock().read_line(&mut line).is_ok() && line.trim() == "done";
         let _ = tx.send(done);
     });
-    let why = match rx.recv_timeout(deadline.saturating_sub(started.elapsed())) {
+    let (why, parent_gone) = match rx.recv_timeout(deadline.saturating_sub(started.elapsed())) {
         Ok(true) => return Ok(0),
         Ok(false) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            "the capture ended without thawing"
+            ("the capture ended without thawing", true)
         }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => "the freeze reached its deadline",
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            ("the freeze reached its deadline", false)
+        }
     };
     for (m, f) in &dirs {
         if blockdev::thaw(f).is_ok() {
             eprintln!("thaw watchdog: thawed {} ({why})", m.display());
+        }
+    }
+    if remove_lvs.is_empty() || (!parent_gone && rx.recv() == Ok(true)) {
+        return Ok(0);
+    }
+    for lv in remove_lvs {
+        match super::lvm::remove_lv(lv) {
+            Ok(()) => {
+                eprintln!("watchdog: removed snapshot {lv} (the capture ended without removing it)")
+            }
+            Err(e) => eprintln!("watchdog: {e:#}"),
         }
     }
     Ok(0)
@@ -409,6 +435,8 @@ pub enum How {
         mounts: Vec<PathBuf>,
         kernel_map: bool,
     },
+    /// Logical volumes mounted read-write, read through LVM snapshots made for the capture.
+    Snapshot(super::lvm::PvRead),
     /// Read until two consecutive reads are identical (small, cannot be frozen).
     DoubleRead,
     /// Read as it is, every block (--consistency allow-inconsistent).
@@ -483,6 +511,22 @@ pub fn plan_reads(
                 .map(|m| format!("{} ({} on {})", m.at.display(), m.fstype, m.device))
                 .collect::<Vec<_>>()
                 .join(", ");
+            // Logical volumes: through snapshots, when LVM can make them; else frozen.
+            let lvs: Vec<(PathBuf, String, super::lvm::Holder)> = rw
+                .iter()
+                .filter_map(|m| Some((m.at.clone(), m.fstype.clone(), m.holder.clone()?)))
+                .collect();
+            let snapshot = if lvs.len() == rw.len() && lvs.iter().any(|(_, _, h)| h.lvm) {
+                match super::lvm::plan(p.offset, p.size, &lvs) {
+                    Ok(read) => Some(read),
+                    Err(why) => {
+                        eprintln!("note: {name}: not read through an LVM snapshot: {why}");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             let blocked = rw.iter().find_map(|m| {
                 let dev = fs_dev(&m.at)?;
                 needed
@@ -490,7 +534,9 @@ pub fn plan_reads(
                     .find(|(d, _)| *d == dev)
                     .map(|(_, what)| (m.at.clone(), what.clone()))
             });
-            if let Some((at, what)) = blocked {
+            if let Some(read) = snapshot {
+                How::Snapshot(read)
+            } else if let Some((at, what)) = blocked {
                 refuse(format!(
                     "is mounted read-write at {}, which holds {what}: freezing it would stop this capture",
                     at.display()
@@ -628,6 +674,15 @@ impl std::fmt::Display for How {
                 } else {
                     ""
                 }
+            ),
+            How::Snapshot(read) => write!(
+                f,
+                "snapshot (through an LVM snapshot of {})",
+                read.volumes
+                    .iter()
+                    .map(|v| format!("{}/{} at {}", v.vg, v.lv, v.mount.display()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             How::DoubleRead => f.write_str("double-read (read until two reads agree)"),
             How::Inconsistent => f.write_str("inconsistent (read as it is, every block)"),

@@ -5,6 +5,7 @@
 //! twice, or refused.
 
 pub mod live;
+pub mod lvm;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -496,6 +497,13 @@ fn capture_disk(
                 freeze_seconds = Some(thawed.with_context(what)?);
                 (mask, manifest::Consistency::Frozen, read)
             }
+            live::How::Snapshot(read) => {
+                let (read, mask, at) =
+                    capture_through_snapshots(store, disk, p, read, opts, counters, progress)
+                        .with_context(what)?;
+                frozen_at = Some(at);
+                (mask, manifest::Consistency::Snapshot, read)
+            }
             live::How::DoubleRead => {
                 let mut prev = capture_range(
                     store,
@@ -601,6 +609,93 @@ fn capture_disk(
         boot_loaders,
         boot_chain_whole,
     })
+}
+
+/// Reads a partition that is an LVM physical volume through snapshots of its mounted volumes
+/// (capture/lvm.rs): the label and metadata areas first, as they are before any snapshot
+/// exists, then each volume's extents from its snapshot, the rest from the partition. The
+/// snapshots are removed before this returns, whatever happened. Returns what capture_range
+/// does, the used-space map and when the snapshots were made.
+#[allow(clippy::type_complexity)]
+fn capture_through_snapshots(
+    store: &Store,
+    disk: &Disk,
+    p: &layout::PartitionInfo,
+    read: &lvm::PvRead,
+    opts: &CaptureOptions,
+    counters: &Counters,
+    progress: &dyn Progress,
+) -> Result<(
+    (ChunkId, Vec<ChunkId>),
+    Option<crate::disk::extfs::UsedMap>,
+    f64,
+)> {
+    use crate::disk::{Redirect, Source};
+    use std::sync::Arc;
+    let mut redirects = Vec::new();
+    for &(off, len) in &read.metadata {
+        let bytes = disk.read_vec(p.offset + off, len)?;
+        redirects.push(Redirect {
+            offset: p.offset + off,
+            len,
+            source: Source::Bytes(Arc::new(bytes)),
+        });
+    }
+    let snaps = lvm::Snapshots::make(&read.volumes)?;
+    let at = snaps.at_unix;
+    let result = (|| -> Result<_> {
+        let mut maps = Vec::new();
+        for v in &read.volumes {
+            let path = v.snapshot_path();
+            let snap = Disk::open_read(&path)?;
+            let ext = matches!(v.fstype.as_str(), "ext2" | "ext3" | "ext4");
+            let map = if ext && !opts.all_blocks {
+                let m = crate::disk::extfs::used_map(&snap, 0, v.size.min(snap.size));
+                if m.is_none() {
+                    eprintln!(
+                        "note: {}/{}: the allocation bitmaps in its snapshot cannot be trusted; keeping every block",
+                        v.vg, v.lv
+                    );
+                }
+                m
+            } else {
+                None
+            };
+            maps.push(map);
+            let file = Arc::new(
+                std::fs::File::open(&path)
+                    .with_context(|| format!("opening snapshot {}", path.display()))?,
+            );
+            for &(lv_off, len, part_off) in &v.segments {
+                redirects.push(Redirect {
+                    offset: p.offset + part_off,
+                    len,
+                    source: Source::File(file.clone(), lv_off),
+                });
+            }
+        }
+        let mask = lvm::used_map(p.size, read, &maps);
+        let view = disk.redirected(std::mem::take(&mut redirects))?;
+        crate::failpoint::hit("while-snapshot");
+        let read = capture_range(
+            store,
+            &view,
+            (p.offset, p.size),
+            mask.as_ref(),
+            opts.verify_existing,
+            None,
+            counters,
+            progress,
+        )?;
+        snaps.check()?;
+        Ok((read, mask))
+    })();
+    // Every handle on the snapshots is closed (the view is gone) before they are removed.
+    drop(redirects);
+    let removed = snaps.remove();
+    let (read, mask) = result?;
+    removed?;
+    Ok((read, mask, at))
 }
 
 /// Chunks one byte range into the store and stores its index. `stop` is asked before each

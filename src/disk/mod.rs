@@ -15,7 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
 /// What the operating system tells about a disk; all optional (an image file has none).
@@ -40,6 +40,26 @@ pub struct Disk {
     pub is_block_device: bool,
     pub identity: Identity,
     rdev: u64,
+    /// Ranges read from somewhere else (a snapshot of a logical volume, bytes read earlier),
+    /// sorted and apart; empty for a disk as it is.
+    redirects: Vec<Redirect>,
+}
+
+/// Where a range of a disk is read from instead of the disk itself.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A file or device, from this offset on.
+    File(std::sync::Arc<File>, u64),
+    /// Bytes read before (as long as the range).
+    Bytes(std::sync::Arc<Vec<u8>>),
+}
+
+/// `len` bytes at `offset` of a disk, read from `source`.
+#[derive(Clone, Debug)]
+pub struct Redirect {
+    pub offset: u64,
+    pub len: u64,
+    pub source: Source,
 }
 
 impl Disk {
@@ -101,6 +121,7 @@ impl Disk {
             is_block_device,
             identity,
             rdev: meta.rdev(),
+            redirects: Vec::new(),
         })
     }
 
@@ -111,8 +132,94 @@ impl Disk {
             .unwrap_or_else(|| self.path.display().to_string())
     }
 
+    /// The same disk (read only), with `redirects` read from elsewhere: how a partition that
+    /// holds a logical volume is read through a snapshot of it. They must lie within the disk,
+    /// apart from each other, and a `Bytes` source must be as long as its range.
+    pub fn redirected(&self, mut redirects: Vec<Redirect>) -> Result<Disk> {
+        redirects.retain(|r| r.len > 0);
+        redirects.sort_by_key(|r| r.offset);
+        let mut end = 0u64;
+        for r in &redirects {
+            let r_end = r.offset.checked_add(r.len);
+            if r.offset < end || r_end.is_none_or(|e| e > self.size) {
+                bail!(
+                    "reading {} through another device: the range of {} bytes at offset {} overlaps another or leaves the disk",
+                    self.path.display(),
+                    r.len,
+                    r.offset
+                );
+            }
+            if let Source::Bytes(b) = &r.source {
+                ensure!(
+                    b.len() as u64 == r.len,
+                    "reading {}: {} bytes kept for a range of {}",
+                    self.path.display(),
+                    b.len(),
+                    r.len
+                );
+            }
+            end = r_end.unwrap_or(u64::MAX);
+        }
+        Ok(Disk {
+            path: self.path.clone(),
+            file: self.file.try_clone()?,
+            size: self.size,
+            logical_sector_size: self.logical_sector_size,
+            physical_sector_size: self.physical_sector_size,
+            is_block_device: self.is_block_device,
+            identity: self.identity.clone(),
+            rdev: self.rdev,
+            redirects,
+        })
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`; bytes past the end of the disk read as an error.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        if !self.redirects.is_empty() {
+            return self.read_redirected(buf, offset);
+        }
+        self.read_plain(buf, offset)
+    }
+
+    /// `read_at` of a disk with redirects: each piece from where it lives.
+    fn read_redirected(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let rest = &mut buf[done..];
+            let i = self.redirects.partition_point(|r| r.offset + r.len <= pos);
+            let step = match self.redirects.get(i) {
+                Some(r) if r.offset <= pos => {
+                    let step = (r.offset + r.len - pos).min(rest.len() as u64) as usize;
+                    let into = pos - r.offset;
+                    match &r.source {
+                        Source::File(f, at) => {
+                            f.read_exact_at(&mut rest[..step], at + into).with_context(|| {
+                                format!(
+                                    "reading {step} bytes at offset {pos} of {} (through a snapshot, at its offset {})",
+                                    self.path.display(),
+                                    at + into
+                                )
+                            })?
+                        }
+                        Source::Bytes(b) => rest[..step]
+                            .copy_from_slice(&b[into as usize..into as usize + step]),
+                    }
+                    step
+                }
+                next => {
+                    let until = next.map_or(u64::MAX, |r| r.offset);
+                    let step = (until - pos).min(rest.len() as u64) as usize;
+                    self.read_plain(&mut rest[..step], pos)?;
+                    step
+                }
+            };
+            done += step;
+        }
+        Ok(())
+    }
+
+    fn read_plain(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.file.read_exact_at(buf, offset).with_context(|| {
             format!(
                 "reading {} bytes at offset {offset} of {}",
@@ -129,7 +236,7 @@ impl Disk {
     pub fn data_ranges(&self, offset: u64, len: u64) -> Option<Vec<(u64, u64)>> {
         use rustix::fs::{SeekFrom, seek};
         const MAX_RANGES: usize = 1 << 20;
-        if self.is_block_device {
+        if self.is_block_device || !self.redirects.is_empty() {
             return None;
         }
         let end = offset.checked_add(len)?.min(self.size);
@@ -234,4 +341,71 @@ impl Disk {
 
 fn libc_o_excl() -> i32 {
     rustix::fs::OFlags::EXCL.bits() as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_redirected_disk_reads_each_range_from_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, other) = (dir.path().join("disk.img"), dir.path().join("snap.img"));
+        let pattern = |seed: u8, n: usize| -> Vec<u8> {
+            (0..n).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect()
+        };
+        std::fs::write(&base, pattern(1, 64 << 10)).unwrap();
+        std::fs::write(&other, pattern(2, 32 << 10)).unwrap();
+        let disk = Disk::open_read(&base).unwrap();
+        let snap = Arc::new(File::open(&other).unwrap());
+        let kept = Arc::new(vec![0xAAu8; 100]);
+        let view = disk
+            .redirected(vec![
+                Redirect {
+                    offset: 20_000,
+                    len: 10_000,
+                    source: Source::File(snap.clone(), 5_000),
+                },
+                Redirect {
+                    offset: 0,
+                    len: 100,
+                    source: Source::Bytes(kept.clone()),
+                },
+            ])
+            .unwrap();
+        let mut want = pattern(1, 64 << 10);
+        want[..100].fill(0xAA);
+        want[20_000..30_000].copy_from_slice(&pattern(2, 32 << 10)[5_000..15_000]);
+        // Reads of every alignment across the edges of the ranges.
+        for (off, len) in [
+            (0, 65536),
+            (50, 100),
+            (19_999, 2),
+            (29_999, 2),
+            (25_000, 10_000),
+            (0, 1),
+        ] {
+            let got = view.read_vec(off, len).unwrap();
+            assert_eq!(got, want[off as usize..(off + len) as usize], "{off}+{len}");
+        }
+        // The disk itself is unchanged, and a view has no hole map to trust.
+        assert_eq!(disk.read_vec(0, 100).unwrap(), pattern(1, 100));
+        assert!(view.data_ranges(0, 65536).is_none());
+        // Ranges that overlap, leave the disk or hold the wrong number of bytes are refused.
+        let file = |offset, len| Redirect {
+            offset,
+            len,
+            source: Source::File(snap.clone(), 0),
+        };
+        assert!(disk.redirected(vec![file(0, 200), file(100, 200)]).is_err());
+        assert!(disk.redirected(vec![file(65_000, 1_000)]).is_err());
+        assert!(disk.redirected(vec![file(u64::MAX, 2)]).is_err());
+        let short = Redirect {
+            offset: 0,
+            len: 101,
+            source: Source::Bytes(kept),
+        };
+        assert!(disk.redirected(vec![short]).is_err());
+    }
 }
