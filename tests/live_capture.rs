@@ -516,6 +516,13 @@ fn capture_killed_while_a_filesystem_is_frozen_leaves_it_writable() {
         !writable_within(&disk.mnt, Duration::from_millis(500)),
         "the filesystem is not frozen during the capture's read"
     );
+    // The frozen read does not yield to other disk users (the capture is otherwise idle
+    // class): its writers wait for it.
+    let class = sh("ionice", &["-p", &child.id().to_string()]);
+    assert!(
+        class.starts_with("best-effort"),
+        "the frozen filesystem is read at I/O class {class:?}, not best-effort"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let killed = Instant::now();

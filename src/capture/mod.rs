@@ -465,7 +465,19 @@ fn capture_disk(
                 (None, manifest::Consistency::Inconsistent, read)
             }
             live::How::Freeze { mounts, kernel_map } => {
-                let frozen = live::Frozen::freeze(mounts, opts.max_freeze).with_context(what)?;
+                // While frozen, the server's writers wait for this read: it does not yield to
+                // other disk users then (back to the idle class after the thaw).
+                let raised = opts.gentle && crate::disk::blockdev::set_io_priority(false).is_ok();
+                let frozen = live::Frozen::freeze(mounts, opts.max_freeze).with_context(what);
+                let frozen = match frozen {
+                    Ok(f) => f,
+                    Err(e) => {
+                        if raised {
+                            let _ = crate::disk::blockdev::set_io_priority(true);
+                        }
+                        return Err(e);
+                    }
+                };
                 frozen_at = Some(frozen.at_unix);
                 let mask = if *kernel_map && !opts.all_blocks {
                     let m = live::kernel_used_map(&mounts[0], p.size);
@@ -493,6 +505,9 @@ fn capture_disk(
                     progress,
                 );
                 let thawed = frozen.thaw();
+                if raised {
+                    let _ = crate::disk::blockdev::set_io_priority(true);
+                }
                 let read = read.with_context(what)?;
                 freeze_seconds = Some(thawed.with_context(what)?);
                 (mask, manifest::Consistency::Frozen, read)

@@ -126,15 +126,27 @@ pub fn fsmap(dir: &File, limit: usize) -> std::io::Result<Option<Vec<SpaceExtent
 
 /// Puts this process in the idle I/O class (it gets the disk only when nobody else wants it).
 pub fn set_idle_io_priority() -> std::io::Result<()> {
+    set_io_priority(true)
+}
+
+/// The I/O class of this thread and the threads it starts from now on: idle, or best-effort
+/// at the default level (what a process has unless told otherwise).
+pub fn set_io_priority(idle: bool) -> std::io::Result<()> {
     const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_BE: libc::c_long = 2;
     const IOPRIO_CLASS_IDLE: libc::c_long = 3;
-    // SAFETY: ioprio_set(which, who, ioprio) takes three integers; 0 is this process.
+    let prio = if idle {
+        IOPRIO_CLASS_IDLE << 13
+    } else {
+        (IOPRIO_CLASS_BE << 13) | 4
+    };
+    // SAFETY: ioprio_set(which, who, ioprio) takes three integers; 0 is this thread.
     let r = unsafe {
         libc::syscall(
             libc::SYS_ioprio_set,
             IOPRIO_WHO_PROCESS,
             0 as libc::c_long,
-            IOPRIO_CLASS_IDLE << 13,
+            prio,
         )
     };
     if r < 0 {
