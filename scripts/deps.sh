@@ -66,7 +66,7 @@ ensure_python_servers() {
 TEST_COMMANDS=(sgdisk:gdisk sfdisk:fdisk mkfs.ext4:e2fsprogs losetup:mount swapon:mount mkswap:util-linux
     cmp:diffutils python3:python3 minisign:minisign
     # Live capture: XFS beside ext4, fsfreeze to thaw what a failed test left frozen.
-    mkfs.xfs:xfsprogs xfs_repair:xfsprogs fsfreeze:util-linux flock:util-linux systemd-analyze:systemd
+    mkfs.xfs:xfsprogs xfs_repair:xfsprogs fsfreeze:util-linux flock:util-linux ionice:util-linux systemd-analyze:systemd
     # Boot-loader tests: real loaders installed on test disks, booted under qemu.
     qemu-system-x86_64:qemu-system-x86 /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf
     grub-mkimage:grub-common /usr/lib/grub/i386-pc/boot.img:grub-pc-bin
