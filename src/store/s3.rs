@@ -209,7 +209,8 @@ impl Backend for S3Backend {
                     max
                 ))));
             }
-            Ok(bytes.to_vec())
+            // The body as collected, without a copy (it is the only handle on it).
+            Ok(Vec::from(bytes))
         })
     }
 
