@@ -842,11 +842,19 @@ mkdir -p /run /tmp /mnt/data /mnt/restored; mount -t tmpfs tmpfs /run; mount -t 
 mkdir -p /run/lock/lvm /run/lvm
 for m in virtio_pci virtio_blk ext4 crc32c_generic; do modprobe -q $m; done
 for m in $(cat /dm-modules); do insmod /dm/$m.ko; done
-n=0; while [ ! -b /dev/vdb ] && [ $n -lt 100 ]; do usleep 100000; n=$((n+1)); done
+n=0; while [ ! -b /dev/vdc ] && [ $n -lt 100 ]; do usleep 100000; n=$((n+1)); done
 say() { echo "LVMTEST $*"; }
 trap 'say ABORTED; poweroff -f' EXIT
 lvm pvcreate -q -y /dev/vda1 && lvm vgcreate -q vg /dev/vda1 && lvm lvcreate -q -y -n data -L 96M vg \
   && mkfs.ext4 -q /dev/mapper/vg-data && mount /dev/mapper/vg-data /mnt/data && say VG-READY
+# A filesystem two devices above a partition (a device-mapper device on a logical volume on
+# /dev/vdc1), mounted read-write: it is in use, and frozen.
+lvm pvcreate -q -y /dev/vdc1 && lvm vgcreate -q vg2 /dev/vdc1 && lvm lvcreate -q -y -n low -L 32M vg2 \
+  && dmsetup create stacked --table "0 $(blockdev --getsz /dev/mapper/vg2-low) linear /dev/mapper/vg2-low 0" && dmsetup mknodes stacked \
+  && mkfs.ext4 -q /dev/mapper/stacked && mkdir -p /mnt/stacked && mount /dev/mapper/stacked /mnt/stacked \
+  && echo x > /mnt/stacked/f && say STACKED-READY
+restore capture --store /tmp/store3 --host stacked --progress none /dev/vdc 2>&1 | sed 's/^/STACKED /'
+umount /mnt/stacked
 # Data before the capture, then a writer: new files, synced, logged with the second they were durable.
 i=0; while [ $i -lt 40 ]; do dd if=/dev/urandom of=/mnt/data/tmp bs=64k count=4 2>/dev/null; s=$(md5sum < /mnt/data/tmp | cut -c1-32); mv /mnt/data/tmp /mnt/data/$s; i=$((i+1)); done; sync
 (i=0; while [ ! -e /tmp/stop ]; do
@@ -855,6 +863,7 @@ i=0; while [ $i -lt 40 ]; do dd if=/dev/urandom of=/mnt/data/tmp bs=64k count=4 
    echo "$(date +%s) $s" >> /tmp/durable; i=$((i+1))
  done) &
 sleep 2
+restore capture --dry-run --store /tmp/store --host lvm /dev/vda 2>&1 | sed 's/^/DRYRUN /'
 t0=$(date +%s)
 restore capture --store /tmp/store --host lvm --progress none /dev/vda 2>&1 | sed 's/^/CAPTURE /'
 say "T0 $t0"
@@ -1035,9 +1044,13 @@ fn lvm_volume_is_captured_through_a_snapshot_in_a_vm() {
     std::fs::write(&initrd, joined).unwrap();
 
     let (server, target) = (tmp.path("server.img"), tmp.path("target.img"));
+    let stacked = tmp.path("stacked.img");
     blank(&server, 192 * MIB);
     blank(&target, 192 * MIB);
-    sh("sgdisk", &["-n1:2048:0", "-t1:8e00", p(&server)]);
+    blank(&stacked, 64 * MIB);
+    for disk in [&server, &stacked] {
+        sh("sgdisk", &["-n1:2048:0", "-t1:8e00", p(disk)]);
+    }
     let started = Instant::now();
     let out = Command::new("timeout")
         .args(["240", "qemu-system-x86_64"])
@@ -1052,6 +1065,10 @@ fn lvm_volume_is_captured_through_a_snapshot_in_a_vm() {
             "-drive",
             &format!("file={},format=raw,if=virtio", p(&target)),
         ])
+        .args([
+            "-drive",
+            &format!("file={},format=raw,if=virtio", p(&stacked)),
+        ])
         .stdin(std::process::Stdio::null())
         .output()
         .expect("qemu");
@@ -1065,19 +1082,32 @@ fn lvm_volume_is_captured_through_a_snapshot_in_a_vm() {
             .unwrap_or_else(|| panic!("the guest never said {key:?} ({secs:.0} s):\n{log}"))
     };
     for l in log.lines().filter(|l| {
-        ["LVMTEST", "CAPTURE", "SHOW", "KILLED", "FSCK"]
-            .iter()
-            .any(|k| l.starts_with(k))
+        [
+            "LVMTEST", "CAPTURE", "DRYRUN", "SHOW", "KILLED", "FSCK", "STACKED",
+        ]
+        .iter()
+        .any(|k| l.starts_with(k))
     }) {
         eprintln!("{l}");
     }
     said("DONE");
+    said("STACKED-READY");
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("STACKED") && l.contains("vdc partition 1: frozen")),
+        "a filesystem mounted two devices above the partition was not seen (and frozen):\n{log}"
+    );
     let capture: Vec<&str> = log.lines().filter(|l| l.starts_with("CAPTURE ")).collect();
     let capture = capture.join("\n");
     assert!(
         capture.contains("vda partition 1: snapshot")
             && capture.contains("made snapshot vg/data-restore-capture"),
         "the mounted volume was not read through a snapshot:\n{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.starts_with("DRYRUN")
+            && l.contains("snapshot (through an LVM snapshot of vg/data at /mnt/data)")),
+        "`capture --dry-run` does not say the volume is read through a snapshot:\n{log}"
     );
     assert_eq!(
         said("LVS-AFTER"),

@@ -93,7 +93,12 @@ fn swaps() -> Vec<(u32, u32)> {
         .collect()
 }
 
-/// For each partition number of `layout` (0: the whole disk), how it is used now.
+/// How deep, and how many, devices stacked on a partition are followed.
+const MAX_DEPTH: usize = 8;
+const MAX_STACKED: usize = 1024;
+
+/// For each partition number of `layout` (0: the whole disk), how it is used now: also what
+/// is mounted from devices stacked on it at any depth.
 pub fn usage(disk: &Disk, layout: &DiskLayout) -> BTreeMap<u32, Usage> {
     let mounts = mountinfo();
     let swaps = swaps();
@@ -149,7 +154,18 @@ pub fn usage(disk: &Disk, layout: &DiskLayout) -> BTreeMap<u32, Usage> {
                     holder: None,
                 });
             }
-            for h in blockdev::holders(&d.sysfs) {
+            // Everything stacked on it, however deep (a thin volume on its pool on the
+            // partition, an encrypted volume on a logical volume), bounded.
+            let mut stack: Vec<(String, (u32, u32), usize)> = blockdev::holders(&d.sysfs)
+                .into_iter()
+                .map(|h| (h, d.dev, 1))
+                .collect();
+            let mut seen = 0usize;
+            while let Some((h, under, depth)) = stack.pop() {
+                seen += 1;
+                if seen > MAX_STACKED {
+                    break;
+                }
                 let hs = PathBuf::from("/sys/block").join(&h);
                 let dev = std::fs::read_to_string(hs.join("dev"))
                     .ok()
@@ -162,8 +178,9 @@ pub fn usage(disk: &Disk, layout: &DiskLayout) -> BTreeMap<u32, Usage> {
                 let holder = dm.map(|(dm_name, uuid)| super::lvm::Holder {
                     dm_name,
                     lvm: uuid.starts_with("LVM-"),
-                    under: d.dev,
+                    under,
                     under_start: *start,
+                    direct: depth == 1,
                 });
                 let held: Vec<&MountLine> = mounts.iter().filter(|m| Some(m.dev) == dev).collect();
                 if held.is_empty() {
@@ -180,6 +197,15 @@ pub fn usage(disk: &Disk, layout: &DiskLayout) -> BTreeMap<u32, Usage> {
                     });
                 }
                 u.swap |= dev.is_some_and(|d| swaps.contains(&d));
+                if let Some(dev) = dev
+                    && depth < MAX_DEPTH
+                {
+                    stack.extend(
+                        blockdev::holders(&hs)
+                            .into_iter()
+                            .map(|up| (up, dev, depth + 1)),
+                    );
+                }
             }
         }
         u.mounts.sort_by(|a, b| a.at.cmp(&b.at));

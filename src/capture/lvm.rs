@@ -35,9 +35,12 @@ pub struct Holder {
     pub dm_name: String,
     /// Whether LVM made it (its dm UUID starts with "LVM-").
     pub lvm: bool,
-    /// The device under it (a partition, a loop device) and where that starts on the disk.
+    /// The device right under it, and where the device showing the partition starts on
+    /// the disk.
     pub under: (u32, u32),
     pub under_start: u64,
+    /// Stacked right on the partition's device (not on another stacked device).
+    pub direct: bool,
 }
 
 /// One mounted logical volume to read through a snapshot.
@@ -223,6 +226,12 @@ pub fn plan(
 ) -> std::result::Result<PvRead, String> {
     if mounts.is_empty() || mounts.iter().any(|(_, _, h)| !h.lvm) {
         return Err("not every read-write mount is an LVM logical volume".into());
+    }
+    if let Some((_, _, h)) = mounts.iter().find(|(_, _, h)| !h.direct) {
+        return Err(format!(
+            "{} is stacked on other devices (a thin pool, encryption, RAID), not directly on this partition",
+            h.dm_name
+        ));
     }
     if !have_lvm() {
         return Err("the lvm command is not installed".into());
