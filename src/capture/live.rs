@@ -248,11 +248,69 @@ pub fn fs_dev(at: &Path) -> Option<(u32, u32)> {
         .map(|m| (rustix::fs::major(m.dev()), rustix::fs::minor(m.dev())))
 }
 
+/// Seconds since 1970, for the manifest.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The watchdog process (`restore thaw-watchdog`, this program) that undoes what capture did
+/// to the running system, thawing `mounts` and removing the snapshots `remove_lvs`, when
+/// capture goes away without releasing it (any way, SIGKILL too), and thaws at the deadline.
+pub struct Watchdog(Option<Child>);
+
+impl Watchdog {
+    /// Starts it and waits until it has what it guards open; `undone` says what that means
+    /// for the caller when it does not start.
+    pub fn start(
+        deadline: Duration,
+        mounts: &[PathBuf],
+        remove_lvs: &[String],
+        undone: &str,
+    ) -> Result<Watchdog> {
+        let exe = std::env::current_exe().context("finding this program for the watchdog")?;
+        let mut child = Command::new(exe)
+            .arg("thaw-watchdog")
+            .arg("--deadline-ms")
+            .arg(deadline.as_millis().min(u128::from(u64::MAX)).to_string())
+            .args(remove_lvs.iter().flat_map(|n| ["--remove-lv", n.as_str()]))
+            .args(mounts)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the watchdog")?;
+        let mut ready = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = std::io::BufReader::new(out).read_line(&mut ready);
+        }
+        if ready.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the watchdog did not start; {undone}");
+        }
+        Ok(Watchdog(Some(child)))
+    }
+
+    /// Tells it everything is undone, and waits for it to end. (Dropped without this, it
+    /// sees its input close and undoes what it guards itself.)
+    pub fn release(&mut self) {
+        if let Some(mut w) = self.0.take() {
+            if let Some(mut stdin) = w.stdin.take() {
+                let _ = stdin.write_all(b"done\n");
+            }
+            let _ = w.wait();
+        }
+    }
+}
+
 /// Filesystems frozen for the time their blocks are read. Thawed by `thaw`, on drop, and by
 /// the watchdog process at the deadline or if this process dies.
 pub struct Frozen {
     dirs: Vec<(PathBuf, File)>,
-    watchdog: Option<Child>,
+    watchdog: Watchdog,
     pub started: Instant,
     pub deadline: Duration,
     /// Wall-clock time of the freeze (seconds since 1970), recorded in the manifest.
@@ -269,35 +327,13 @@ impl Frozen {
             dirs.push((m.clone(), f));
         }
         let deadline = max + Duration::from_secs(1);
-        let exe = std::env::current_exe().context("finding this program for the thaw watchdog")?;
-        let mut child = Command::new(exe)
-            .arg("thaw-watchdog")
-            .arg("--deadline-ms")
-            .arg(deadline.as_millis().to_string())
-            .args(mounts)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting the thaw watchdog")?;
         // It has its directories open before anything is frozen.
-        let mut ready = String::new();
-        if let Some(out) = child.stdout.take() {
-            let _ = std::io::BufReader::new(out).read_line(&mut ready);
-        }
-        if ready.trim() != "ready" {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the thaw watchdog did not start; nothing was frozen");
-        }
+        let watchdog = Watchdog::start(deadline, mounts, &[], "nothing was frozen")?;
         let started = Instant::now();
-        let at_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let at_unix = unix_now();
         let mut frozen = Frozen {
             dirs: Vec::new(),
-            watchdog: Some(child),
+            watchdog,
             started,
             deadline,
             at_unix,
@@ -329,7 +365,7 @@ impl Frozen {
                 }
             }
         }
-        self.release_watchdog();
+        self.watchdog.release();
         if !late.is_empty() {
             bail!(
                 "{} was thawed by the watchdog after {secs:.1} s, before its blocks were all read: raise --max-freeze or capture at a quieter time",
@@ -338,15 +374,6 @@ impl Frozen {
         }
         Ok(secs)
     }
-
-    fn release_watchdog(&mut self) {
-        if let Some(mut w) = self.watchdog.take() {
-            if let Some(mut stdin) = w.stdin.take() {
-                let _ = stdin.write_all(b"done\n");
-            }
-            let _ = w.wait();
-        }
-    }
 }
 
 impl Drop for Frozen {
@@ -354,7 +381,7 @@ impl Drop for Frozen {
         for (_, f) in self.dirs.drain(..) {
             let _ = blockdev::thaw(&f);
         }
-        self.release_watchdog();
+        self.watchdog.release();
     }
 }
 

@@ -13,10 +13,11 @@
 //! RAID, striped, already an origin of snapshots, spread over other disks), the filesystem is
 //! frozen instead (capture/live.rs).
 
-use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use super::live::{Watchdog, unix_now};
 
 use anyhow::{Context, Result, bail};
 
@@ -109,7 +110,7 @@ fn run(program: &str, args: &[&str]) -> Result<String> {
 
 /// The rows of an `lvm ... --reportformat json` report, under `kind` ("lv", "pv", and
 /// "pvseg" for `pvs --segments`).
-fn report(text: &str, kind: &str) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+fn report(text: &str, kind: &str) -> Result<Vec<Row>> {
     let v: serde_json::Value =
         serde_json::from_str(text).context("reading an LVM report (not JSON)")?;
     let mut rows = Vec::new();
@@ -123,11 +124,22 @@ fn report(text: &str, kind: &str) -> Result<Vec<serde_json::Map<String, serde_js
     Ok(rows)
 }
 
-fn field<'a>(row: &'a serde_json::Map<String, serde_json::Value>, name: &str) -> &'a str {
+/// Rows of `lvm ARGS --reportformat json --units b --nosuffix` (sizes in bytes) under `kind`.
+fn lvm_report(args: &[&str], kind: &str) -> std::result::Result<Vec<Row>, String> {
+    let (cmd, rest) = args.split_first().ok_or("no lvm command")?;
+    let mut all = vec![*cmd, "--reportformat", "json", "--units", "b", "--nosuffix"];
+    all.extend_from_slice(rest);
+    let text = run("lvm", &all).map_err(|e| e.to_string())?;
+    report(&text, kind).map_err(|e| e.to_string())
+}
+
+type Row = serde_json::Map<String, serde_json::Value>;
+
+fn field<'a>(row: &'a Row, name: &str) -> &'a str {
     row.get(name).and_then(|v| v.as_str()).unwrap_or("").trim()
 }
 
-fn number(row: &serde_json::Map<String, serde_json::Value>, name: &str) -> Result<u64> {
+fn number(row: &Row, name: &str) -> Result<u64> {
     field(row, name)
         .parse()
         .with_context(|| format!("LVM report field {name} is not a number"))
@@ -236,21 +248,14 @@ pub fn plan(
     if !have_lvm() {
         return Err("the lvm command is not installed".into());
     }
-    let lvs = run(
-        "lvm",
+    let lvs = lvm_report(
         &[
             "lvs",
-            "--reportformat",
-            "json",
-            "--units",
-            "b",
-            "--nosuffix",
             "-o",
             "vg_name,lv_name,lv_attr,lv_size,vg_free,vg_extent_size,lv_kernel_major,lv_kernel_minor",
         ],
-    )
-    .map_err(|e| e.to_string())?;
-    let lvs = report(&lvs, "lv").map_err(|e| e.to_string())?;
+        "lv",
+    )?;
     let mut volumes = Vec::new();
     let mut under = None;
     for (at, fstype, h) in mounts {
@@ -309,21 +314,14 @@ pub fn plan(
     // The physical volume's data area, from its label: everything outside it is label and
     // metadata, read before the snapshots change the metadata.
     let (under, in_part) = under.ok_or("no volume")?;
-    let pvs = run(
-        "lvm",
+    let pvs = lvm_report(
         &[
             "pvs",
-            "--reportformat",
-            "json",
-            "--units",
-            "b",
-            "--nosuffix",
             "-o",
             "pv_name,pe_start,pv_pe_count,vg_extent_size,dev_size",
         ],
-    )
-    .map_err(|e| e.to_string())?;
-    let pvs = report(&pvs, "pv").map_err(|e| e.to_string())?;
+        "pv",
+    )?;
     let pv = pvs
         .iter()
         .find(|r| dev_of(Path::new(field(r, "pv_name"))) == Some(under))
@@ -350,20 +348,16 @@ pub fn plan(
         return Err("its metadata areas are larger than 256 MiB".into());
     }
     let pv_name = field(pv, "pv_name").to_string();
-    let segs = run(
-        "lvm",
+    let segs = lvm_report(
         &[
             "pvs",
             "--segments",
-            "--reportformat",
-            "json",
             "-o",
             "pv_name,pvseg_start,pvseg_size,lv_name",
             &pv_name,
         ],
-    )
-    .map_err(|e| e.to_string())?;
-    let segs = report(&segs, "pvseg").map_err(|e| e.to_string())?;
+        "pvseg",
+    )?;
     if segs.is_empty() {
         return Err(format!("LVM lists no extents of {pv_name}"));
     }
@@ -378,7 +372,7 @@ pub fn plan(
 /// The free extents of a physical volume (rows of `pvs --segments`: those naming no
 /// volume), as (offset in the partition, length).
 fn free_extents(
-    segs: &[serde_json::Map<String, serde_json::Value>],
+    segs: &[Row],
     in_part: u64,
     pe_start: u64,
     extent: u64,
@@ -413,21 +407,11 @@ fn dev_of(path: &Path) -> Option<(u32, u32)> {
 /// Removes snapshots that an earlier capture made and could not remove (it was killed):
 /// those tagged restore-capture and not open.
 pub fn remove_leftovers() {
-    let Ok(text) = run(
-        "lvm",
-        &[
-            "lvs",
-            "--reportformat",
-            "json",
-            "-o",
-            "vg_name,lv_name,lv_attr",
-            "-S",
-            &format!("lv_tags={TAG}"),
-        ],
-    ) else {
+    let tags = format!("lv_tags={TAG}");
+    let Ok(rows) = lvm_report(&["lvs", "-o", "vg_name,lv_name,lv_attr", "-S", &tags], "lv") else {
         return;
     };
-    for row in report(&text, "lv").unwrap_or_default() {
+    for row in rows {
         let (vg, lv, attr) = (
             field(&row, "vg_name"),
             field(&row, "lv_name"),
@@ -447,7 +431,7 @@ pub fn remove_leftovers() {
 /// if this process dies first.
 pub struct Snapshots {
     made: Vec<String>,
-    watchdog: Option<Child>,
+    watchdog: Watchdog,
     /// Wall-clock time they were made (seconds since 1970), recorded in the manifest.
     pub at_unix: f64,
 }
@@ -461,35 +445,17 @@ impl Snapshots {
             .iter()
             .map(|v| format!("{}/{}", v.vg, v.snapshot_name()))
             .collect();
-        let exe = std::env::current_exe().context("finding this program for the watchdog")?;
-        let mut child = Command::new(exe)
-            .arg("thaw-watchdog")
-            .arg("--deadline-ms")
-            .arg(u64::MAX.to_string())
-            .args(names.iter().flat_map(|n| ["--remove-lv", n.as_str()]))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting the snapshot watchdog")?;
-        let mut ready = String::new();
-        if let Some(out) = child.stdout.take() {
-            let _ = std::io::BufReader::new(out).read_line(&mut ready);
-        }
-        if ready.trim() != "ready" {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the snapshot watchdog did not start; no snapshot was made");
-        }
+        let watchdog = Watchdog::start(
+            Duration::from_millis(u64::MAX),
+            &[],
+            &names,
+            "no snapshot was made",
+        )?;
         let mut snaps = Snapshots {
             made: Vec::new(),
-            watchdog: Some(child),
-            at_unix: 0.0,
+            watchdog,
+            at_unix: unix_now(),
         };
-        snaps.at_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
         for (v, name) in volumes.iter().zip(&names) {
             run(
                 "lvm",
@@ -536,7 +502,7 @@ impl Snapshots {
     /// Removes the snapshots.
     pub fn remove(mut self) -> Result<()> {
         let r = self.remove_all();
-        self.release_watchdog();
+        self.watchdog.release();
         r
     }
 
@@ -549,21 +515,12 @@ impl Snapshots {
         }
         failed.map_or(Ok(()), Err)
     }
-
-    fn release_watchdog(&mut self) {
-        if let Some(mut w) = self.watchdog.take() {
-            if let Some(mut stdin) = w.stdin.take() {
-                let _ = stdin.write_all(b"done\n");
-            }
-            let _ = w.wait();
-        }
-    }
 }
 
 impl Drop for Snapshots {
     fn drop(&mut self) {
         let _ = self.remove_all();
-        self.release_watchdog();
+        self.watchdog.release();
     }
 }
 
