@@ -224,6 +224,68 @@ fn s3_capture_list_restore_and_dedup() {
         &env_host,
     );
     assert_same(&src, &d);
+
+    // A chunk gone from the store (a small one: plan lists it whole instead of asking for
+    // each chunk): plan names it, and nothing is written.
+    let listing = http_request(s3.port, "GET /backups?prefix=fleet/chunks/ HTTP/1.1");
+    // The largest object: a chunk of random file data, which plan itself does not read.
+    let key = listing
+        .split("<Contents>")
+        .skip(1)
+        .filter_map(|c| {
+            let key = c.split("<Key>").nth(1)?.split("</Key>").next()?;
+            let size: u64 = c
+                .split("<Size>")
+                .nth(1)?
+                .split("</Size>")
+                .next()?
+                .parse()
+                .ok()?;
+            Some((size, key.to_string()))
+        })
+        .max()
+        .map(|(_, key)| key)
+        .unwrap_or_else(|| panic!("no chunk in the bucket's listing:\n{listing}"));
+    let id = key.rsplit('/').next().unwrap().to_string();
+    // Signed, as moto refuses an anonymous DELETE (boto3 comes with moto).
+    let gone = python()
+        .args([
+            "-c",
+            "import boto3, sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
+             aws_access_key_id='restore-test', aws_secret_access_key='restore-test-secret')\
+             .delete_object(Bucket='backups', Key=sys.argv[2])",
+            &format!("http://127.0.0.1:{}", s3.port),
+            &key,
+        ])
+        .output()
+        .expect("python3");
+    assert!(gone.status.success(), "deleting {key}: {}", text(&gone));
+    let t2 = tmp.path("t2.img");
+    blank(&t2, SIZE);
+    let err = run_fails(
+        &[
+            "apply",
+            "--store",
+            store,
+            "--host",
+            "web-3",
+            "--yes",
+            "--no-progress",
+            p(&t2),
+        ],
+        &env,
+        &[],
+    );
+    assert!(
+        err.contains(&id)
+            && err.contains("missing")
+            && err.contains("cannot be restored from this store"),
+        "the plan's presence check does not name the missing chunk: {err}"
+    );
+    assert!(
+        std::fs::read(&t2).unwrap().iter().all(|b| *b == 0),
+        "something was written although a chunk is missing"
+    );
 }
 
 #[test]

@@ -84,6 +84,13 @@ pub trait Backend: Send + Sync {
     fn lists_cheaply(&self) -> bool {
         true
     }
+    /// Keys under `prefix` when there are at most `max` of them, None when there are more
+    /// (the listing stops there) or the backend answers single keys cheaper than a listing
+    /// (a directory, HTTP): a short listing of a small store instead of a request per key.
+    fn list_at_most(&self, prefix: &str, max: usize) -> Result<Option<Vec<String>>> {
+        let _ = (prefix, max);
+        Ok(None)
+    }
     /// Fails with a clear message when this store cannot be written (HTTP).
     fn writable(&self) -> Result<()> {
         Ok(())

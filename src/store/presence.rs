@@ -17,15 +17,28 @@ const WORKERS: usize = 16;
 /// From this many chunks on, listing the shards costs fewer requests than checking each
 /// chunk (256 shards, each one or a few listing pages).
 const LIST_FROM: usize = 2048;
+/// Below that, a store of at most this many times the chunks asked about is listed whole.
+const SMALL_STORE_FACTOR: usize = 4;
 
 impl Store {
     /// A chunk of `ids` the store does not have, if any.
     pub fn first_missing_chunk(&self, ids: &[ChunkId]) -> Result<Option<ChunkId>> {
         if ids.len() >= LIST_FROM && self.backend.lists_cheaply() {
-            self.missing_by_listing(ids)
-        } else {
-            self.missing_by_checks(ids)
+            return self.missing_by_listing(ids);
         }
+        // A store that holds at most a few times the chunks asked about answers with one
+        // short listing (S3: a page per 1000 keys) instead of a request per chunk; a larger
+        // one stops the listing after that many keys. Without the right to list (read-only
+        // credentials may lack it), the chunks are checked one by one.
+        let max = ids.len().saturating_mul(SMALL_STORE_FACTOR).max(1000);
+        if let Ok(Some(keys)) = self.backend.list_at_most("chunks/", max) {
+            let have: HashSet<String> = keys.into_iter().collect();
+            return Ok(ids
+                .iter()
+                .find(|id| !have.contains(&shard("chunks", id)))
+                .copied());
+        }
+        self.missing_by_checks(ids)
     }
 
     fn missing_by_checks(&self, ids: &[ChunkId]) -> Result<Option<ChunkId>> {

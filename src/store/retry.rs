@@ -159,6 +159,13 @@ impl Backend for Retrying {
         .map_err(lower)
     }
 
+    fn list_at_most(&self, prefix: &str, max: usize) -> Result<Option<Vec<String>>> {
+        self.run(&format!("listing {prefix}"), || {
+            self.inner.list_at_most(prefix, max).map_err(lift)
+        })
+        .map_err(lower)
+    }
+
     fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         self.run(&format!("listing {prefix}"), || {
             self.inner.list_sized(prefix).map_err(lift)

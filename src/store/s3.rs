@@ -290,6 +290,39 @@ impl Backend for S3Backend {
         Ok(keys)
     }
 
+    fn list_at_most(&self, prefix: &str, max: usize) -> Result<Option<Vec<String>>> {
+        use futures_util::StreamExt;
+        let full = self.path(prefix.trim_end_matches('/'));
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let metas: Vec<_> = self
+            .rt
+            .block_on(
+                self.s3
+                    .list(Some(&full))
+                    .take(max.saturating_add(1))
+                    .try_collect(),
+            )
+            .map_err(|e| match self.classify(e, prefix) {
+                BackendError::NotFound(_) => {
+                    anyhow!("listing {prefix}: bucket {} not found", self.bucket)
+                }
+                BackendError::Other(e) => e,
+            })?;
+        if metas.len() > max {
+            return Ok(None);
+        }
+        Ok(Some(
+            metas
+                .into_iter()
+                .filter_map(|m| m.location.as_ref().strip_prefix(&strip).map(str::to_string))
+                .collect(),
+        ))
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let full = self.path(prefix.trim_end_matches('/'));
         let strip = if self.prefix.is_empty() {
