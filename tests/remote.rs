@@ -48,6 +48,20 @@ fn run_fails(args: &[&str], env: &[(String, String)], remove: &[&str]) -> String
     last
 }
 
+/// `restore apply` of `host`'s latest snapshot from `store` onto `target`.
+fn apply_args<'a>(store: &'a str, host: &'a str, target: &'a Path) -> [&'a str; 8] {
+    [
+        "apply",
+        "--store",
+        store,
+        "--host",
+        host,
+        "--yes",
+        "--no-progress",
+        p(target),
+    ]
+}
+
 fn apply(store: &str, target: &Path, env: &[(String, String)]) -> String {
     run_ok(
         &[
@@ -187,19 +201,7 @@ fn s3_capture_list_restore_and_dedup() {
 
     let t = tmp.path("t.img");
     blank(&t, SIZE);
-    run_ok(
-        &[
-            "apply",
-            "--store",
-            store,
-            "--host",
-            "web-3",
-            "--yes",
-            "--no-progress",
-            p(&t),
-        ],
-        &env,
-    );
+    run_ok(&apply_args(store, "web-3", &t), &env);
     assert_same(&src, &t);
     let d = damaged_copy(&tmp, &src);
     let env_host: Vec<(String, String)> = env
@@ -262,20 +264,7 @@ fn s3_capture_list_restore_and_dedup() {
     assert!(gone.status.success(), "deleting {key}: {}", text(&gone));
     let t2 = tmp.path("t2.img");
     blank(&t2, SIZE);
-    let err = run_fails(
-        &[
-            "apply",
-            "--store",
-            store,
-            "--host",
-            "web-3",
-            "--yes",
-            "--no-progress",
-            p(&t2),
-        ],
-        &env,
-        &[],
-    );
+    let err = run_fails(&apply_args(store, "web-3", &t2), &env, &[]);
     assert!(
         err.contains(&id)
             && err.contains("missing")

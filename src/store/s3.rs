@@ -177,6 +177,45 @@ fn server_side(text: &str) -> bool {
         .any(|code| code >= 500 || code == 429)
 }
 
+impl S3Backend {
+    /// Keys under `prefix` (relative to the store) with their sizes, sorted; the listing
+    /// stops after `max` + 1 keys.
+    fn listing(&self, prefix: &str, max: usize) -> Result<Vec<(String, u64)>> {
+        use futures_util::StreamExt;
+        let full = self.path(prefix.trim_end_matches('/'));
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let metas: Vec<_> = self
+            .rt
+            .block_on(
+                self.s3
+                    .list(Some(&full))
+                    .take(max.saturating_add(1))
+                    .try_collect(),
+            )
+            .map_err(|e| match self.classify(e, prefix) {
+                BackendError::NotFound(_) => {
+                    anyhow!("listing {prefix}: bucket {} not found", self.bucket)
+                }
+                BackendError::Other(e) => e,
+            })?;
+        let mut keys: Vec<(String, u64)> = metas
+            .into_iter()
+            .filter_map(|m| {
+                m.location
+                    .as_ref()
+                    .strip_prefix(&strip)
+                    .map(|k| (k.to_string(), m.size))
+            })
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+}
+
 impl Backend for S3Backend {
     fn describe(&self) -> String {
         if self.prefix.is_empty() {
@@ -262,89 +301,20 @@ impl Backend for S3Backend {
     }
 
     fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
-        let full = self.path(prefix.trim_end_matches('/'));
-        let strip = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix)
-        };
-        let metas: Vec<_> = self
-            .rt
-            .block_on(self.s3.list(Some(&full)).try_collect())
-            .map_err(|e| match self.classify(e, prefix) {
-                BackendError::NotFound(_) => {
-                    anyhow!("listing {prefix}: bucket {} not found", self.bucket)
-                }
-                BackendError::Other(e) => e,
-            })?;
-        let mut keys: Vec<(String, u64)> = metas
-            .into_iter()
-            .filter_map(|m| {
-                m.location
-                    .as_ref()
-                    .strip_prefix(&strip)
-                    .map(|k| (k.to_string(), m.size))
-            })
-            .collect();
-        keys.sort();
-        Ok(keys)
+        self.listing(prefix, usize::MAX)
     }
 
     fn list_at_most(&self, prefix: &str, max: usize) -> Result<Option<Vec<String>>> {
-        use futures_util::StreamExt;
-        let full = self.path(prefix.trim_end_matches('/'));
-        let strip = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix)
-        };
-        let metas: Vec<_> = self
-            .rt
-            .block_on(
-                self.s3
-                    .list(Some(&full))
-                    .take(max.saturating_add(1))
-                    .try_collect(),
-            )
-            .map_err(|e| match self.classify(e, prefix) {
-                BackendError::NotFound(_) => {
-                    anyhow!("listing {prefix}: bucket {} not found", self.bucket)
-                }
-                BackendError::Other(e) => e,
-            })?;
-        if metas.len() > max {
-            return Ok(None);
-        }
-        Ok(Some(
-            metas
-                .into_iter()
-                .filter_map(|m| m.location.as_ref().strip_prefix(&strip).map(str::to_string))
-                .collect(),
-        ))
+        let keys = self.listing(prefix, max)?;
+        Ok((keys.len() <= max).then(|| keys.into_iter().map(|(k, _)| k).collect()))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        let full = self.path(prefix.trim_end_matches('/'));
-        let strip = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix)
-        };
-        let metas: Vec<_> = self
-            .rt
-            .block_on(self.s3.list(Some(&full)).try_collect())
-            .map_err(|e| match self.classify(e, prefix) {
-                BackendError::NotFound(_) => {
-                    anyhow!("listing {prefix}: bucket {} not found", self.bucket)
-                }
-                BackendError::Other(e) => e,
-            })?;
-        let mut keys: Vec<String> = metas
+        Ok(self
+            .listing(prefix, usize::MAX)?
             .into_iter()
-            .filter_map(|m| m.location.as_ref().strip_prefix(&strip).map(str::to_string))
-            .collect();
-        keys.sort();
-        Ok(keys)
+            .map(|(k, _)| k)
+            .collect())
     }
 
     fn sync(&self) -> Result<()> {
