@@ -108,8 +108,26 @@ impl Drop for LiveDisk {
     fn drop(&mut self) {
         // Thaw first, in case a failed test left it frozen (the capture's watchdog should
         // have), so that the unmount cannot hang.
-        let _ = Command::new("fsfreeze").arg("-u").arg(&self.mnt).output();
-        let _ = Command::new("umount").arg(&self.mnt).status();
+        // A failed test may leave a process with a file open on it for a moment (a capture
+        // being killed, its watchdog thawing, a probe write finishing): retry for up to 5 s,
+        // then detach it lazily rather than leave it mounted.
+        let mut unmounted = false;
+        for _ in 0..50 {
+            let _ = Command::new("fsfreeze").arg("-u").arg(&self.mnt).output();
+            if Command::new("umount")
+                .arg(&self.mnt)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                unmounted = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if !unmounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
         self.part.take();
     }
 }
@@ -474,25 +492,36 @@ fn capture_killed_while_a_filesystem_is_frozen_leaves_it_writable() {
     }
     let tmp = Tmp::new();
     let disk = LiveDisk::new(&tmp, "ext4", 20);
-    // SIGKILL while frozen: the watchdog thaws as soon as its parent is gone.
-    let mut child = Command::new(hooks_bin())
-        .args([
-            "capture",
-            "--store",
-            &tmp.store(),
-            "--host",
-            "web-3",
-            "--no-progress",
-            "--max-freeze",
-            "20",
-            p(&disk.image),
-        ])
-        .env("RESTORE_FAILPOINT", "while-frozen:1:pause=60")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    // SIGKILL while frozen: the watchdog thaws as soon as its parent is gone. Killed on a
+    // failed assertion too (dropped before the disk), or its open mount point keeps the
+    // filesystem from being unmounted.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(
+        Command::new(hooks_bin())
+            .args([
+                "capture",
+                "--store",
+                &tmp.store(),
+                "--host",
+                "web-3",
+                "--no-progress",
+                "--max-freeze",
+                "20",
+                p(&disk.image),
+            ])
+            .env("RESTORE_FAILPOINT", "while-frozen:1:pause=60")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -518,13 +547,13 @@ fn capture_killed_while_a_filesystem_is_frozen_leaves_it_writable() {
     );
     // The frozen read does not yield to other disk users (the capture is otherwise idle
     // class): its writers wait for it.
-    let class = sh("ionice", &["-p", &child.id().to_string()]);
+    let class = sh("ionice", &["-p", &child.0.id().to_string()]);
     assert!(
         class.starts_with("best-effort"),
         "the frozen filesystem is read at I/O class {class:?}, not best-effort"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     let killed = Instant::now();
     assert!(
         writable_within(&disk.mnt, Duration::from_secs(5)),
