@@ -349,3 +349,62 @@ fn ctrl_c_during_apply_finishes_the_write_and_says_what_is_left() {
         assert_same(&s.src, &target);
     }
 }
+
+/// The read-back after the writes catches a chunk that changed on the target after it was
+/// written (a disk that lies, a second writer): apply fails with one line naming the chunk.
+/// The test changes a written chunk while apply pauses before its check.
+#[test]
+fn a_chunk_changed_after_writing_fails_the_read_back_check() {
+    use std::io::{BufRead, BufReader};
+    let s = setup();
+    let target = s.tmp.path("blank.img");
+    blank(&target, DISK);
+    let mut child = std::process::Command::new(hooks_bin())
+        .args([
+            "apply",
+            "--store",
+            &s.tmp.store(),
+            "--yes",
+            "--no-progress",
+            p(&target),
+        ])
+        .env("RESTORE_FAILPOINT", "before-verify:1:pause=2")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running restore");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            panic!("apply never paused before its check: {lines:?}");
+        }
+        let paused = line.contains("failpoint before-verify:1 reached");
+        lines.push(line);
+        if paused {
+            break;
+        }
+    }
+    // A data chunk of partition 5 that apply has just written.
+    assert_eq!(
+        read_at(&target, DATA5 + 100, 64),
+        read_at(&s.src, DATA5 + 100, 64)
+    );
+    write_at(&target, DATA5 + 100, b"changed behind apply's back");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "apply passed its check: {lines:?} {rest}"
+    );
+    let last = rest.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ")
+            && last.contains("verify: chunk")
+            && last.contains("does not match the snapshot after writing"),
+        "{last}"
+    );
+}

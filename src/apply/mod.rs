@@ -244,7 +244,7 @@ pub fn run(
     // Checked against the snapshot, not against the plan: a fresh quick diagnosis of every
     // target must find nothing left to write, and what was written must hash as the
     // snapshot's chunks (with --verify, every chunk of every written component).
-    work.verify_written(&disks, opts.verify)?;
+    work.verify_written(&disks, opts.verify, opts.jobs)?;
     report.verified = opts.verify;
     let quick = Settings {
         mode: Mode::Quick,

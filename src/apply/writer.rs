@@ -203,43 +203,54 @@ impl<'a> Work<'a> {
     /// hash); `all` re-reads every chunk of every written component.
     /// An ESP that received the fallback loader is checked by its files instead (each copy
     /// hashes as its source; the quick diagnosis finds every snapshot file in place).
-    pub fn verify_written(&self, disks: &[&Disk], all: bool) -> Result<()> {
-        for item in self.data.iter().chain(&self.regions) {
-            if item.action.number.is_some_and(|n| {
-                item.action.component == Component::Partition
-                    && self.edited.contains(&(item.disk, n))
-            }) {
-                continue;
-            }
+    pub fn verify_written(&self, disks: &[&Disk], all: bool, jobs: usize) -> Result<()> {
+        failpoint::hit("before-verify");
+        // The ESP partitions the file edits changed afterwards are checked by their files.
+        let items: Vec<&ChunkWork> = self
+            .data
+            .iter()
+            .chain(&self.regions)
+            .filter(|item| {
+                !item.action.number.is_some_and(|n| {
+                    item.action.component == Component::Partition
+                        && self.edited.contains(&(item.disk, n))
+                })
+            })
+            .collect();
+        let cursor = Cursor::new(
+            items
+                .iter()
+                .map(|item| {
+                    if all {
+                        std::borrow::Cow::Owned(vec![[0, item.index.chunks.len() as u64]])
+                    } else {
+                        std::borrow::Cow::Borrowed(&item.action.runs[..])
+                    }
+                })
+                .collect(),
+        );
+        // Reading back is bound by the disk and by hashing: one worker per core is enough.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        run_parallel(&cursor, jobs.clamp(1, cores), &|| false, &|w, i| {
+            let item = items[w];
             let disk = disks[item.disk];
-            let chunks: Box<dyn Iterator<Item = u64>> = if all {
-                Box::new(0..item.index.chunks.len() as u64)
-            } else {
-                Box::new(
-                    item.action
-                        .runs
-                        .iter()
-                        .flat_map(|&[first, count]| first..first + count),
-                )
+            let (start, len) = item.index.chunk_range(i);
+            let want = match item.patches.get(&i) {
+                Some(p) => p.expected.unwrap_or(ChunkId::ZERO),
+                None => item.index.chunks[i as usize],
             };
-            for i in chunks {
-                let (start, len) = item.index.chunk_range(i);
-                let want = match item.patches.get(&i) {
-                    Some(p) => p.expected.unwrap_or(ChunkId::ZERO),
-                    None => item.index.chunks[i as usize],
-                };
-                if want.is_free_marker() {
-                    continue;
-                }
-                let have = ChunkId::for_content(&disk.read_vec(item.action.offset + start, len)?);
-                ensure!(
-                    have == want,
-                    "verify: chunk {i} of {} on {} does not match the snapshot after writing",
-                    item.action.name,
-                    disk.path.display()
-                );
+            if want.is_free_marker() {
+                return Ok(());
             }
-        }
+            let have = ChunkId::for_content(&disk.read_vec(item.action.offset + start, len)?);
+            ensure!(
+                have == want,
+                "verify: chunk {i} of {} on {} does not match the snapshot after writing",
+                item.action.name,
+                disk.path.display()
+            );
+            Ok(())
+        })?;
         for (i, disk) in disks.iter().enumerate() {
             for s in self.backup[i].iter().chain(&self.primary[i]) {
                 ensure!(
@@ -450,25 +461,29 @@ fn interrupted_message(phase: Phase, partial: &str, report: &ApplyReport) -> Str
     parts.join("; ")
 }
 
-/// Fetches, verifies and writes the chunks of `work` with `jobs` workers. Returns the bytes
-/// and chunks written and Ok(false) when an interrupt stopped it early.
-fn write_chunks(
-    store: &Store,
-    disks: &[&Disk],
-    work: &[ChunkWork],
-    jobs: usize,
-    progress: &dyn Progress,
-    interrupt: &Interrupt,
-) -> (u64, u64, Result<bool>) {
-    // Jobs in plan order: (work item, chunk number). Generated lazily so a 2 TB restore does
-    // not hold millions of jobs in memory.
-    let cursor = Mutex::new((0usize, 0usize, 0u64));
-    let next = || -> Option<(usize, u64)> {
-        let mut c = cursor.lock().unwrap_or_else(|e| e.into_inner());
+/// Hands out (work item, chunk number) pairs in plan order, lazily, to any number of
+/// workers: a 2 TB restore never holds millions of jobs in memory.
+struct Cursor<'r> {
+    /// Per work item: its chunks as [first, count] runs.
+    runs: Vec<std::borrow::Cow<'r, [[u64; 2]]>>,
+    /// (item, run, offset in the run) of the next pair.
+    at: Mutex<(usize, usize, u64)>,
+}
+
+impl<'r> Cursor<'r> {
+    fn new(runs: Vec<std::borrow::Cow<'r, [[u64; 2]]>>) -> Cursor<'r> {
+        Cursor {
+            runs,
+            at: Mutex::new((0, 0, 0)),
+        }
+    }
+
+    fn next(&self) -> Option<(usize, u64)> {
+        let mut c = self.at.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             let (w, r, k) = *c;
-            let item = work.get(w)?;
-            let Some(&[first, count]) = item.action.runs.get(r) else {
+            let runs = self.runs.get(w)?;
+            let Some(&[first, count]) = runs.get(r) else {
                 *c = (w + 1, 0, 0);
                 continue;
             };
@@ -479,62 +494,92 @@ fn write_chunks(
             *c = (w, r, k + 1);
             return Some((w, first + k));
         }
-    };
+    }
+}
+
+/// Runs `each` on every pair `cursor` hands out, with `jobs` workers, until the cursor is
+/// empty, `each` fails (the first error is returned) or `stop` says so.
+fn run_parallel(
+    cursor: &Cursor,
+    jobs: usize,
+    stop: &(dyn Fn() -> bool + Sync),
+    each: &(dyn Fn(usize, u64) -> Result<()> + Sync),
+) -> Result<()> {
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    let bytes = AtomicU64::new(0);
-    let chunks = AtomicU64::new(0);
-    let zeros = vec![0u8; store.config.chunk_size as usize];
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
             s.spawn(|| {
-                while !failed.load(Ordering::SeqCst) && !interrupt.raised() {
-                    let Some((w, i)) = next() else { break };
-                    let item = &work[w];
-                    let (start, len) = item.index.chunk_range(i);
-                    let id = item.index.chunks[i as usize];
-                    let result = (|| -> Result<()> {
-                        let disk = disks[item.disk];
-                        let at = item.action.offset + start;
-                        if let Some(patch) = item.patches.get(&i) {
-                            return write_patched(store, disk, item, i, patch);
-                        }
-                        if id.is_free_marker() {
-                            // Free filesystem space: nothing to write.
-                            Ok(())
-                        } else if id.is_zero_marker() {
-                            disk.write_zeroes(at, len, &zeros)
-                        } else {
-                            let data = store.get_chunk(&id, len as usize).with_context(|| {
-                                format!("{} of {}", item.action.name, disk.path.display())
-                            })?;
-                            disk.write_at(&data, at)
-                        }
-                    })();
-                    match result {
-                        Ok(()) => {
-                            bytes.fetch_add(len, Ordering::Relaxed);
-                            chunks.fetch_add(1, Ordering::Relaxed);
-                            progress.add(len);
-                            failpoint::hit("after-chunk");
-                        }
-                        Err(e) => {
-                            failed.store(true, Ordering::SeqCst);
-                            first_error
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .get_or_insert(e);
-                        }
+                while !failed.load(Ordering::SeqCst) && !stop() {
+                    let Some((w, i)) = cursor.next() else { break };
+                    if let Err(e) = each(w, i) {
+                        failed.store(true, Ordering::SeqCst);
+                        first_error
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(e);
                     }
                 }
             });
         }
     });
-    let (bytes, chunks) = (bytes.into_inner(), chunks.into_inner());
-    if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        return (bytes, chunks, Err(e));
+    match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    (bytes, chunks, Ok(!interrupt.raised() || next().is_none()))
+}
+
+/// Fetches, verifies and writes the chunks of `work` with `jobs` workers. Returns the bytes
+/// and chunks written and Ok(false) when an interrupt stopped it early.
+fn write_chunks(
+    store: &Store,
+    disks: &[&Disk],
+    work: &[ChunkWork],
+    jobs: usize,
+    progress: &dyn Progress,
+    interrupt: &Interrupt,
+) -> (u64, u64, Result<bool>) {
+    let cursor = Cursor::new(
+        work.iter()
+            .map(|w| std::borrow::Cow::Borrowed(&w.action.runs[..]))
+            .collect(),
+    );
+    let bytes = AtomicU64::new(0);
+    let chunks = AtomicU64::new(0);
+    let zeros = vec![0u8; store.config.chunk_size as usize];
+    let result = run_parallel(&cursor, jobs, &|| interrupt.raised(), &|w, i| {
+        let item = &work[w];
+        let (start, len) = item.index.chunk_range(i);
+        let id = item.index.chunks[i as usize];
+        let disk = disks[item.disk];
+        let at = item.action.offset + start;
+        if let Some(patch) = item.patches.get(&i) {
+            write_patched(store, disk, item, i, patch)?;
+        } else if id.is_free_marker() {
+            // Free filesystem space: nothing to write.
+        } else if id.is_zero_marker() {
+            disk.write_zeroes(at, len, &zeros)?;
+        } else {
+            let data = store
+                .get_chunk(&id, len as usize)
+                .with_context(|| format!("{} of {}", item.action.name, disk.path.display()))?;
+            disk.write_at(&data, at)?;
+        }
+        bytes.fetch_add(len, Ordering::Relaxed);
+        chunks.fetch_add(1, Ordering::Relaxed);
+        progress.add(len);
+        failpoint::hit("after-chunk");
+        Ok(())
+    });
+    let (bytes, chunks) = (bytes.into_inner(), chunks.into_inner());
+    match result {
+        Err(e) => (bytes, chunks, Err(e)),
+        Ok(()) => (
+            bytes,
+            chunks,
+            Ok(!interrupt.raised() || cursor.next().is_none()),
+        ),
+    }
 }
 
 /// A chunk whose bytes change so a boot loader finds a partition that moved: fetched and
