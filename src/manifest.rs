@@ -148,6 +148,29 @@ impl PartitionRecord {
 }
 
 impl DiskRecord {
+    /// The small objects a plan of this disk reads one by one: its table sectors, the
+    /// indexes of its boot regions and partitions, its used-space maps.
+    pub fn wanted(&self) -> Vec<crate::store::Wanted> {
+        use crate::store::Wanted;
+        let mut w: Vec<Wanted> = self
+            .table_sectors
+            .iter()
+            .map(|t| Wanted::Chunk(t.chunk, t.length))
+            .collect();
+        w.extend(
+            self.boot_regions
+                .iter()
+                .map(|r| Wanted::Index(r.index, r.length)),
+        );
+        for p in &self.partitions {
+            w.push(Wanted::Index(p.index, p.info.size));
+            if let Some(map) = p.used_map {
+                w.push(Wanted::Chunk(map, p.used_map_len));
+            }
+        }
+        w
+    }
+
     pub fn sector_count(&self) -> u64 {
         self.size / u64::from(self.logical_sector_size)
     }
@@ -404,7 +427,7 @@ pub fn load(
     valid_id(id)?;
     let key = Manifest::key(host, id);
     let raw = store
-        .get_object(&key, crate::store::MAX_MANIFEST)
+        .get_manifest(&key, crate::store::MAX_MANIFEST)
         .map_err(|e| match e {
             BackendError::NotFound(_) => anyhow::anyhow!(
                 "snapshot {id} of host {host} not found in store {}",

@@ -67,7 +67,8 @@ class Proxy:
         self.rng = random.Random(args.seed)
         self.lock = threading.Lock()
         self.forwarded = 0
-        self.stats = {"503": 0, "429": 0, "403": 0, "reset": 0, "truncate": 0, "ok": 0}
+        self.stats = {"503": 0, "429": 0, "403": 0, "reset": 0, "truncate": 0, "ok": 0, "most_403_per_path": 0}
+        self.forbidden = {}
 
     def roll(self):
         with self.lock:
@@ -96,6 +97,10 @@ class Proxy:
             a = self.args
             if a.forbid and a.forbid.encode() in head.split(b"\r\n")[0]:
                 self.count("403")
+                with self.lock:
+                    line = head.split(b"\r\n")[0]
+                    self.forbidden[line] = self.forbidden.get(line, 0) + 1
+                    self.stats["most_403_per_path"] = max(self.forbidden.values())
                 conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 conn.close()
                 return

@@ -520,6 +520,11 @@ pub fn make(store: &Store, opts: &PlanOptions, progress: &dyn Progress) -> Resul
     let (m, verification) =
         manifest::resolve(store, opts.host.as_deref(), &opts.snapshot, &opts.trust)?;
     let mapping = mapping::pair(&m, &opts.targets, &opts.maps)?;
+    let wanted: Vec<_> = mapping
+        .iter()
+        .flat_map(|pair| m.disks[pair.disk].wanted())
+        .collect();
+    store.warm(&wanted);
     let mut disks = Vec::new();
     let mut rate = None;
     for pair in mapping {

@@ -8,6 +8,8 @@ pub mod frame;
 pub mod http;
 pub mod index;
 pub mod lock;
+mod memo;
+pub use memo::Wanted;
 mod presence;
 pub mod remote;
 pub mod retry;
@@ -88,6 +90,8 @@ impl StoreConfig {
 pub struct Store {
     backend: Box<dyn Backend>,
     pub config: StoreConfig,
+    /// Verified indexes and small chunks this run has fetched already.
+    memo: memo::Memo,
 }
 
 /// What `put_chunk` did.
@@ -124,7 +128,11 @@ impl Store {
         config
             .check()
             .with_context(|| format!("store {location}"))?;
-        Ok(Store { backend, config })
+        Ok(Store {
+            backend,
+            config,
+            memo: memo::Memo::default(),
+        })
     }
 
     /// Opens the store, creating it with `chunk_size` when the location is new or empty.
@@ -166,7 +174,14 @@ impl Store {
         }
         let config = StoreConfig::new(chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE))?;
         backend.put("config.json", &serde_json::to_vec_pretty(&config)?)?;
-        Ok((Store { backend, config }, true))
+        Ok((
+            Store {
+                backend,
+                config,
+                memo: memo::Memo::default(),
+            },
+            true,
+        ))
     }
 
     pub fn describe(&self) -> String {
@@ -244,7 +259,7 @@ impl Store {
         };
         if read_data {
             return self
-                .get_chunk(id, len as usize)
+                .fetch_chunk(id, len as usize)
                 .err()
                 .map(|e| format!("{e:#}"));
         }
@@ -257,6 +272,28 @@ impl Store {
     /// Fetches a chunk, decompresses it and checks it hashes to its name. `expected_len` is
     /// at most the store's chunk size (or a table sector's length): it bounds what is read.
     pub fn get_chunk(&self, id: &ChunkId, expected_len: usize) -> Result<Vec<u8>> {
+        let small = expected_len <= memo::SMALL_CHUNK;
+        if small && let Some(data) = self.memo.chunk(id) {
+            // Verified when it was kept; its length is part of what its name hashes.
+            ensure!(
+                data.len() == expected_len,
+                "chunk {id} in store {} is corrupt: its bytes do not match its hash",
+                self.describe()
+            );
+            return Ok(data.to_vec());
+        }
+        if let Some(why) = self.memo.failure(id) {
+            bail!(why);
+        }
+        let data = self.fetch_chunk(id, expected_len)?;
+        if small {
+            self.memo.keep_chunk(id, &data);
+        }
+        Ok(data)
+    }
+
+    /// As `get_chunk`, always from the store (what a check of the store must read).
+    fn fetch_chunk(&self, id: &ChunkId, expected_len: usize) -> Result<Vec<u8>> {
         ensure!(
             expected_len as u64 <= MAX_OBJECT,
             "object {id} would be {expected_len} bytes, larger than any object of store {}",
@@ -314,6 +351,18 @@ impl Store {
     /// Fetches the chunk index of a component of `covers` bytes. Its size is known before a
     /// byte is read or inflated: an object that is or inflates to more is corrupt.
     pub fn get_index(&self, id: &ChunkId, covers: u64) -> Result<ChunkIndex> {
+        if let Some(index) = self.memo.index(id, covers) {
+            return Ok((*index).clone());
+        }
+        if let Some(why) = self.memo.failure(id) {
+            bail!(why);
+        }
+        let index = std::sync::Arc::new(self.fetch_index(id, covers)?);
+        self.memo.keep_index(id, covers, &index);
+        Ok(std::sync::Arc::unwrap_or_clone(index))
+    }
+
+    fn fetch_index(&self, id: &ChunkId, covers: u64) -> Result<ChunkIndex> {
         use std::io::Read;
         let chunks = ChunkIndex::chunk_count(covers, self.config.chunk_size);
         let body_len = chunks
@@ -386,6 +435,7 @@ impl Store {
             self.backend
                 .put(&format!("{key}.minisig"), sig.as_bytes())?;
         }
+        self.memo.forget_manifest(&key);
         self.backend.put(&key, manifest)?;
         self.refresh_catalogue(host)
             .context("the snapshot is committed, but updating the catalogue failed")
@@ -393,6 +443,7 @@ impl Store {
 
     /// Removes objects (prune and forget only).
     pub fn delete(&self, key: &str) -> Result<()> {
+        self.memo.forget_manifest(key);
         self.backend.delete(key)
     }
 
@@ -405,6 +456,7 @@ impl Store {
     }
 
     pub fn put_object(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.memo.forget_manifest(key);
         self.backend.put(key, data)
     }
 
@@ -415,6 +467,19 @@ impl Store {
     /// A manifest or another small metadata object, at most `max` bytes.
     pub fn get_object(&self, key: &str, max: u64) -> Result<Vec<u8>, BackendError> {
         self.backend.get(key, max)
+    }
+
+    /// A snapshot manifest (`snapshots/HOST/ID.json`), at most `max` bytes: listing the
+    /// snapshots and then loading the one chosen reads it once.
+    pub fn get_manifest(&self, key: &str, max: u64) -> Result<Vec<u8>, BackendError> {
+        if let Some(raw) = self.memo.manifest(key)
+            && raw.len() as u64 <= max
+        {
+            return Ok(raw.to_vec());
+        }
+        let raw = self.backend.get(key, max)?;
+        self.memo.keep_manifest(key, &raw);
+        Ok(raw)
     }
 
     pub fn list(&self, prefix: &str) -> Result<Vec<String>> {

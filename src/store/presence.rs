@@ -23,6 +23,9 @@ const SMALL_STORE_FACTOR: usize = 4;
 impl Store {
     /// A chunk of `ids` the store does not have, if any.
     pub fn first_missing_chunk(&self, ids: &[ChunkId]) -> Result<Option<ChunkId>> {
+        if ids.is_empty() {
+            return Ok(None);
+        }
         if ids.len() >= LIST_FROM && self.backend.lists_cheaply() {
             return self.missing_by_listing(ids);
         }
