@@ -67,7 +67,8 @@ class Proxy:
         self.rng = random.Random(args.seed)
         self.lock = threading.Lock()
         self.forwarded = 0
-        self.stats = {"503": 0, "429": 0, "403": 0, "reset": 0, "truncate": 0, "ok": 0, "most_403_per_path": 0}
+        self.stats = {"503": 0, "429": 0, "403": 0, "reset": 0, "truncate": 0, "ok": 0, "most_403_per_path": 0, "most_in_flight": 0}
+        self.in_flight = 0
         self.forbidden = {}
 
     def roll(self):
@@ -75,6 +76,16 @@ class Proxy:
             return self.rng.random(), self.rng.random() * self.args.delay
 
     def handle(self, conn):
+        with self.lock:
+            self.in_flight += 1
+            self.stats["most_in_flight"] = max(self.stats["most_in_flight"], self.in_flight)
+        try:
+            self.answer(conn)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def answer(self, conn):
         try:
             head, rest = read_head(conn)
             if head is None:

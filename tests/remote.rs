@@ -171,6 +171,102 @@ fn http_store_restores_full_and_minimal_byte_equal() {
     assert!(err.contains("read-only over HTTP"), "{err}");
 }
 
+/// A plan of a large restore from a web server learns which chunks the store holds from the
+/// shards' directory index pages (one request names many chunks), not from a HEAD per chunk;
+/// a chunk a page does not name is checked by itself, so a chunk gone from the store is
+/// named and nothing is written, and a server without index pages still restores.
+#[test]
+fn http_plan_reads_shard_pages_instead_of_a_head_per_chunk() {
+    let tmp = Tmp::new();
+    let src = tmp.path("raw.img");
+    blank(&src, 200 * MIB);
+    sh("sgdisk", &["-n1:2048:0", "-t1:8300", p(&src)]);
+    write_at(&src, MIB, &random_bytes(11, 160 * MIB as usize));
+    ok(&[
+        "capture",
+        "--store",
+        &tmp.store(),
+        "--host",
+        "web-3",
+        "--chunk-size",
+        "262144",
+        "--no-progress",
+        p(&src),
+    ]);
+    let web = web_server(&tmp, &tmp.path("store"));
+    let url = web.url();
+    let before = web.log_text().lines().count();
+    let t = tmp.path("t.img");
+    blank(&t, 200 * MIB);
+    apply(&url, &t, &[]);
+    assert_same(&src, &t);
+    let log = web.log_text();
+    let lines: Vec<&str> = log.lines().skip(before).collect();
+    let heads = lines.iter().filter(|l| l.contains("\"HEAD ")).count();
+    let pages = lines
+        .iter()
+        .filter(|l| l.contains("\"GET /chunks/") && l.contains("/ HTTP"))
+        .count();
+    let chunk_gets = lines
+        .iter()
+        .filter(|l| l.contains("\"GET /chunks/") && !l.contains("/ HTTP"))
+        .count();
+    assert!(chunk_gets > 600, "{chunk_gets} chunks fetched");
+    assert!(
+        pages > 100 && pages <= 256 && heads < 10,
+        "{pages} pages, {heads} HEADs"
+    );
+
+    // A chunk gone from the store: its page does not name it, its HEAD finds it missing.
+    let victim = lines
+        .iter()
+        .rev()
+        .find_map(|l| {
+            let path = l.split_once("\"GET /chunks/")?.1.split_once(' ')?.0;
+            (!path.ends_with('/')).then(|| format!("chunks/{path}"))
+        })
+        .unwrap();
+    let moved = tmp.path("moved-chunk");
+    std::fs::rename(tmp.path(&format!("store/{victim}")), &moved).unwrap();
+    let t2 = tmp.path("t2.img");
+    blank(&t2, 200 * MIB);
+    let err = run_fails(&apply_args(&url, "web-3", &t2), &[], &[]);
+    assert!(
+        err.contains(victim.rsplit('/').next().unwrap())
+            && err.contains("cannot be restored from this store"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read(&t2).unwrap().iter().all(|&b| b == 0),
+        "written"
+    );
+    std::fs::rename(&moved, tmp.path(&format!("store/{victim}"))).unwrap();
+
+    // A server that refuses directory pages: every chunk is checked by itself. It closes
+    // every connection (a new TCP connection per request): at most 6 are asked at once,
+    // whatever --jobs says, so a small accept queue does not drop connects.
+    let proxy = fault_proxy(&tmp, free_port(), web.port, &["--forbid", "/ HTTP/"]);
+    blank(&t2, 200 * MIB);
+    run_ok(
+        &[
+            "apply",
+            "--store",
+            &proxy.url(),
+            "--yes",
+            "--no-progress",
+            "--jobs",
+            "16",
+            p(&t2),
+        ],
+        &[],
+    );
+    assert_same(&src, &t2);
+    let stats = proxy_stats(&proxy);
+    assert!(stats["403"].as_u64().unwrap() >= 1, "{stats}");
+    let most = stats["most_in_flight"].as_u64().unwrap();
+    assert!((2..=7).contains(&most), "{stats}");
+}
+
 #[test]
 fn s3_capture_list_restore_and_dedup() {
     let tmp = Tmp::new();

@@ -91,6 +91,14 @@ pub trait Backend: Send + Sync {
         let _ = (prefix, max);
         Ok(None)
     }
+    /// Keys directly in `folder` (ending in '/') as a web server's directory index page
+    /// names them; None where there is no such page (a listing backend, a web server
+    /// without index pages, any error). A page is only evidence that a key exists: a key
+    /// it does not name is checked by itself.
+    fn folder_page(&self, folder: &str) -> Option<Vec<String>> {
+        let _ = folder;
+        None
+    }
     /// Fails with a clear message when this store cannot be written (HTTP).
     fn writable(&self) -> Result<()> {
         Ok(())

@@ -16,11 +16,65 @@ use super::remote::{RemoteOptions, http_client, runtime};
 
 /// A directory index page larger than this is not one.
 const MAX_PAGE: u64 = 16 << 20;
+/// A chunk shard's index page read as evidence of what it holds: ~28,000 names (a store of
+/// ~7 million chunks); a larger page is not read and its chunks are checked one by one.
+const MAX_SHARD_PAGE: u64 = 4 << 20;
 /// The crawl of directory index pages: how deep below the listed prefix, how many pages.
 const MAX_CRAWL_DEPTH: usize = 3;
 const MAX_CRAWL_PAGES: usize = 4096;
 /// The slowest transfer rate a body is given time for, beyond the base deadline.
 const MIN_RATE: u64 = 512 << 10;
+/// Requests in flight at once to a server that closes every connection after one answer
+/// (HTTP/1.0, `Connection: close`): there each request is a new TCP connection, and a burst
+/// of them overflows a small accept queue (python's http.server listens with a backlog of
+/// 5); every SYN the server drops waits a second for its retransmission. Measured on
+/// http.server, 1 GiB restore: 16 in flight 26-31 dropped connects, 6 in flight 12.
+const MAX_IN_FLIGHT_CLOSING: usize = 6;
+
+/// Holds requests back while MAX_IN_FLIGHT_CLOSING are in flight to a server that closes
+/// its connections (unlimited until one is seen to).
+#[derive(Default)]
+struct Gate {
+    closes: std::sync::atomic::AtomicBool,
+    in_flight: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+struct Pass<'g>(&'g Gate);
+
+impl Gate {
+    fn enter(&self) -> Pass<'_> {
+        let mut n = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        while self.closes.load(std::sync::atomic::Ordering::Relaxed) && *n >= MAX_IN_FLIGHT_CLOSING
+        {
+            n = self.freed.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        Pass(self)
+    }
+
+    /// Notes how the server treats connections, from an answer.
+    fn saw(&self, resp: &reqwest::Response) {
+        let closing = resp.version() <= reqwest::Version::HTTP_10
+            || resp
+                .headers()
+                .get(reqwest::header::CONNECTION)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        if closing {
+            self.closes
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        let mut n = self.0.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        self.0.freed.notify_one();
+    }
+}
 
 pub struct HttpBackend {
     /// Ends with '/', without credentials.
@@ -31,6 +85,7 @@ pub struct HttpBackend {
     deadline: Duration,
     client: reqwest::Client,
     rt: Runtime,
+    gate: Gate,
 }
 
 /// The base deadline of one request: RESTORE_HTTP_TIMEOUT seconds, 30 by default.
@@ -72,6 +127,7 @@ impl HttpBackend {
             deadline: base_deadline(),
             client,
             rt: runtime()?,
+            gate: Gate::default(),
         })
     }
 
@@ -96,6 +152,7 @@ impl HttpBackend {
                 after.as_secs_f64()
             ))
         };
+        let _pass = self.gate.enter();
         self.rt.block_on(async {
             let mut req = self.client.request(method, &url);
             if let Some((user, password)) = &self.auth {
@@ -105,6 +162,7 @@ impl HttpBackend {
                 .await
                 .map_err(|_| timed_out(self.deadline))?
                 .map_err(|e| transport(e, &url))?;
+            self.gate.saw(&resp);
             let status = resp.status();
             if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
                 return Err(BackendError::NotFound(key.to_string()));
@@ -254,6 +312,7 @@ impl Backend for HttpBackend {
 
     fn size(&self, key: &str) -> Result<Option<u64>> {
         let url = self.url(key);
+        let _pass = self.gate.enter();
         let result = self.rt.block_on(async {
             let mut req = self.client.head(&url);
             if let Some((user, password)) = &self.auth {
@@ -287,6 +346,20 @@ impl Backend for HttpBackend {
     /// catalogue first, `store::catalogue`).
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         self.list_from_index_pages(prefix)
+    }
+
+    fn folder_page(&self, folder: &str) -> Option<Vec<String>> {
+        let page = self
+            .request(reqwest::Method::GET, folder, MAX_SHARD_PAGE)
+            .ok()
+            .flatten()?;
+        Some(
+            index_links(&String::from_utf8_lossy(&page))
+                .into_iter()
+                .filter(|name| !name.ends_with('/'))
+                .map(|name| format!("{folder}{name}"))
+                .collect(),
+        )
     }
 
     fn sync(&self) -> Result<()> {

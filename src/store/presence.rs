@@ -19,6 +19,9 @@ const WORKERS: usize = 16;
 const LIST_FROM: usize = 2048;
 /// Below that, a store of at most this many times the chunks asked about is listed whole.
 const SMALL_STORE_FACTOR: usize = 4;
+/// Index pages of a web server's shards are read instead of checking each chunk when the
+/// chunks asked about are at least this many per shard on average.
+const PAGE_GAIN: usize = 2;
 
 impl Store {
     /// A chunk of `ids` the store does not have, if any.
@@ -41,7 +44,69 @@ impl Store {
                 .find(|id| !have.contains(&shard("chunks", id)))
                 .copied());
         }
+        if !self.backend.lists_cheaply() {
+            return self.missing_by_pages(ids);
+        }
         self.missing_by_checks(ids)
+    }
+
+    /// A web server's directory index page of a shard names many chunks in one request:
+    /// where the chunks asked about share shards, the pages confirm what they name and only
+    /// the rest is checked one by one. A server without index pages costs one request more
+    /// than checking every chunk.
+    fn missing_by_pages(&self, ids: &[ChunkId]) -> Result<Option<ChunkId>> {
+        let mut by_shard: BTreeMap<String, Vec<ChunkId>> = BTreeMap::new();
+        for id in ids {
+            let key = shard("chunks", id);
+            let folder = key[..key.rfind('/').expect("sharded key") + 1].to_string();
+            by_shard.entry(folder).or_default().push(*id);
+        }
+        if by_shard.len() * PAGE_GAIN > ids.len() {
+            return self.missing_by_checks(ids);
+        }
+        let shards: Vec<(String, Vec<ChunkId>)> = by_shard.into_iter().collect();
+        let unconfirmed: Mutex<Vec<ChunkId>> = Mutex::new(Vec::new());
+        let no_pages = std::sync::atomic::AtomicBool::new(false);
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..WORKERS.min(shards.len()) {
+                s.spawn(|| {
+                    while let Some((folder, wanted)) =
+                        shards.get(next.fetch_add(1, Ordering::Relaxed))
+                    {
+                        let page = if no_pages.load(Ordering::Relaxed) {
+                            None
+                        } else {
+                            self.backend.folder_page(folder)
+                        };
+                        let rest: Vec<ChunkId> = match page {
+                            Some(keys) => {
+                                let have: HashSet<String> = keys.into_iter().collect();
+                                wanted
+                                    .iter()
+                                    .filter(|id| !have.contains(&shard("chunks", id)))
+                                    .copied()
+                                    .collect()
+                            }
+                            None => {
+                                // No index pages here: every chunk is checked by itself.
+                                no_pages.store(true, Ordering::Relaxed);
+                                wanted.clone()
+                            }
+                        };
+                        unconfirmed.lock().expect("lock").extend(rest);
+                    }
+                });
+            }
+        });
+        let rest = unconfirmed.into_inner().expect("lock");
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        // In the order asked, so the first missing chunk named is the plan's first.
+        let rest: HashSet<ChunkId> = rest.into_iter().collect();
+        let ordered: Vec<ChunkId> = ids.iter().filter(|id| rest.contains(id)).copied().collect();
+        self.missing_by_checks(&ordered)
     }
 
     fn missing_by_checks(&self, ids: &[ChunkId]) -> Result<Option<ChunkId>> {

@@ -159,6 +159,11 @@ impl Backend for Retrying {
         .map_err(lower)
     }
 
+    fn folder_page(&self, folder: &str) -> Option<Vec<String>> {
+        // Only evidence: a failed page is not retried, its keys are checked one by one.
+        self.inner.folder_page(folder)
+    }
+
     fn list_at_most(&self, prefix: &str, max: usize) -> Result<Option<Vec<String>>> {
         self.run(&format!("listing {prefix}"), || {
             self.inner.list_at_most(prefix, max).map_err(lift)
