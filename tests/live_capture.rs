@@ -214,20 +214,26 @@ impl Drop for Writer {
     }
 }
 
-fn capture_json(tmp: &Tmp, image: &Path, extra: &[&str]) -> (serde_json::Value, String) {
-    let store = tmp.store();
+/// `restore capture` of `image` into the test's store as host web-3, with `extra` options.
+fn capture_args<'a>(store: &'a str, image: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "capture",
         "--store",
-        &store,
+        store,
         "--host",
         "web-3",
         "--no-progress",
-        "--json",
     ];
     args.extend_from_slice(extra);
     args.push(p(image));
-    let o = restore(&args);
+    args
+}
+
+fn capture_json(tmp: &Tmp, image: &Path, extra: &[&str]) -> (serde_json::Value, String) {
+    let store = tmp.store();
+    let mut with_json = vec!["--json"];
+    with_json.extend_from_slice(extra);
+    let o = restore(&capture_args(&store, image, &with_json));
     assert!(o.status.success(), "capture failed:\n{}", text(&o));
     let json = serde_json::from_slice(&o.stdout).expect("capture --json");
     (json, String::from_utf8_lossy(&o.stderr).into_owned())
@@ -342,15 +348,8 @@ fn frozen_capture_with_a_writer(fstype: &'static str) {
     let writer = Writer::start(&disk.mnt);
     std::thread::sleep(Duration::from_millis(700));
     // --dry-run says what it would do and touches nothing.
-    let dry = ok(&[
-        "capture",
-        "--store",
-        &tmp.store(),
-        "--host",
-        "web-3",
-        "--dry-run",
-        p(&disk.image),
-    ]);
+    let store = tmp.store();
+    let dry = ok(&capture_args(&store, &disk.image, &["--dry-run"]));
     assert!(dry.contains("frozen while read"), "{dry}");
     assert!(!tmp.path("store").exists(), "--dry-run made a store");
     let (json, stderr) = capture_json(&tmp, &disk.image, &[]);
@@ -415,17 +414,8 @@ fn what_cannot_be_made_consistent_is_refused_or_stored_marked_inconsistent() {
     let tmp = Tmp::new();
     let disk = LiveDisk::new(&tmp, "ext4", 40);
     // No time to freeze in: refused, naming the partition and the choices; no snapshot.
-    let o = restore(&[
-        "capture",
-        "--store",
-        &tmp.store(),
-        "--host",
-        "web-3",
-        "--no-progress",
-        "--max-freeze",
-        "0",
-        p(&disk.image),
-    ]);
+    let store = tmp.store();
+    let o = restore(&capture_args(&store, &disk.image, &["--max-freeze", "0"]));
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = error_line(&["capture --max-freeze 0"], &o);
     assert!(
@@ -458,17 +448,9 @@ fn a_filesystem_that_cannot_be_frozen_is_stored_after_two_identical_reads() {
     let tmp = Tmp::new();
     let disk = LiveDisk::new(&tmp, "ext4", 20);
     // This host has no vfat: the test build is told ext4 cannot be frozen.
+    let store = tmp.store();
     let o = restore_env(
-        &[
-            "capture",
-            "--store",
-            &tmp.store(),
-            "--host",
-            "web-3",
-            "--no-progress",
-            "--json",
-            p(&disk.image),
-        ],
+        &capture_args(&store, &disk.image, &["--json"]),
         &[("RESTORE_NOFREEZE", "ext4")],
     );
     assert!(o.status.success(), "{}", text(&o));
@@ -502,19 +484,10 @@ fn capture_killed_while_a_filesystem_is_frozen_leaves_it_writable() {
             let _ = self.0.wait();
         }
     }
+    let store = tmp.store();
     let mut child = KillOnDrop(
         Command::new(hooks_bin())
-            .args([
-                "capture",
-                "--store",
-                &tmp.store(),
-                "--host",
-                "web-3",
-                "--no-progress",
-                "--max-freeze",
-                "20",
-                p(&disk.image),
-            ])
+            .args(capture_args(&store, &disk.image, &["--max-freeze", "20"]))
             .env("RESTORE_FAILPOINT", "while-frozen:1:pause=60")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -566,17 +539,7 @@ fn capture_killed_while_a_filesystem_is_frozen_leaves_it_writable() {
     // fails (what it read may be torn) without writing a snapshot.
     let started = Instant::now();
     let o = restore_env(
-        &[
-            "capture",
-            "--store",
-            &tmp.store(),
-            "--host",
-            "web-3",
-            "--no-progress",
-            "--max-freeze",
-            "2",
-            p(&disk.image),
-        ],
+        &capture_args(&store, &disk.image, &["--max-freeze", "2"]),
         &[("RESTORE_FAILPOINT", "while-frozen:1:pause=6")],
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));

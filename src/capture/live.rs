@@ -82,17 +82,6 @@ fn mountinfo() -> Vec<MountLine> {
         .collect()
 }
 
-fn swaps() -> Vec<(u32, u32)> {
-    std::fs::read_to_string("/proc/swaps")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| (rustix::fs::major(m.rdev()), rustix::fs::minor(m.rdev())))
-        .collect()
-}
-
 /// How deep, and how many, devices stacked on a partition are followed.
 const MAX_DEPTH: usize = 8;
 const MAX_STACKED: usize = 1024;
@@ -101,7 +90,7 @@ const MAX_STACKED: usize = 1024;
 /// is mounted from devices stacked on it at any depth.
 pub fn usage(disk: &Disk, layout: &DiskLayout) -> BTreeMap<u32, Usage> {
     let mounts = mountinfo();
-    let swaps = swaps();
+    let swaps = blockdev::active_swaps();
     // Devices showing the disk: its own (with kernel partitions), and loop devices over the
     // same image file; each with where it starts on the disk and how long it is (0: to the end).
     let mut views: Vec<(DeviceInfo, u64, u64)> = Vec::new();
@@ -239,13 +228,6 @@ pub fn needed_filesystems(store: Option<&Path>) -> Vec<((u32, u32), String)> {
         }
     }
     out
-}
-
-/// The device number of the filesystem mounted at `at`.
-pub fn fs_dev(at: &Path) -> Option<(u32, u32)> {
-    std::fs::metadata(at)
-        .ok()
-        .map(|m| (rustix::fs::major(m.dev()), rustix::fs::minor(m.dev())))
 }
 
 /// Seconds since 1970, for the manifest.
@@ -581,7 +563,7 @@ pub fn plan_reads(
                 None
             };
             let blocked = rw.iter().find_map(|m| {
-                let dev = fs_dev(&m.at)?;
+                let dev = blockdev::filesystem_device(&m.at)?;
                 needed
                     .iter()
                     .find(|(d, _)| *d == dev)
@@ -665,7 +647,7 @@ pub fn all_disks(store: Option<&Path>) -> Result<Vec<PathBuf>> {
     let store_dev = store.and_then(|s| {
         let mut p = s.to_path_buf();
         while !p.exists() && p.pop() {}
-        fs_dev(&p)
+        blockdev::filesystem_device(&p)
     });
     let mut out = Vec::new();
     let entries = std::fs::read_dir("/sys/block").context("listing /sys/block")?;
@@ -689,7 +671,7 @@ pub fn all_disks(store: Option<&Path>) -> Result<Vec<PathBuf>> {
             usage
                 .values()
                 .flat_map(|u| &u.mounts)
-                .any(|m| fs_dev(&m.at) == Some(sd))
+                .any(|m| blockdev::filesystem_device(&m.at) == Some(sd))
         });
         if holds_store {
             eprintln!(

@@ -259,7 +259,7 @@ pub fn plan(
     let mut volumes = Vec::new();
     let mut under = None;
     for (at, fstype, h) in mounts {
-        let dev = crate::capture::live::fs_dev(at);
+        let dev = crate::disk::blockdev::filesystem_device(at);
         let row = lvs
             .iter()
             .find(|r| {
@@ -324,7 +324,9 @@ pub fn plan(
     )?;
     let pv = pvs
         .iter()
-        .find(|r| dev_of(Path::new(field(r, "pv_name"))) == Some(under))
+        .find(|r| {
+            crate::disk::blockdev::device_number(Path::new(field(r, "pv_name"))) == Some(under)
+        })
         .ok_or("LVM lists no physical volume on this partition")?;
     let num = |n| number(pv, n).map_err(|e| e.to_string());
     let (pe_start, count, extent, dev_size) = (
@@ -396,12 +398,6 @@ fn free_extents(
         }
     }
     Ok(free)
-}
-
-fn dev_of(path: &Path) -> Option<(u32, u32)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some((rustix::fs::major(m.rdev()), rustix::fs::minor(m.rdev())))
 }
 
 /// Removes snapshots that an earlier capture made and could not remove (it was killed):

@@ -393,7 +393,10 @@ fn capture_disk(
         let read_before = counters.bytes_read.load(Ordering::Relaxed);
         let new_before = counters.new_bytes.load(Ordering::Relaxed);
         let what = || format!("capturing {} of {}", p.title(), disk.path.display());
-        let ext = matches!(p.filesystem.as_deref(), Some("ext2" | "ext3" | "ext4"));
+        let ext = p
+            .filesystem
+            .as_deref()
+            .is_some_and(crate::disk::extfs::is_ext);
         // Used blocks from the ext bitmaps only where the filesystem cannot change.
         let bitmaps = |consistency| {
             let mask = if ext && !opts.all_blocks {
@@ -467,17 +470,8 @@ fn capture_disk(
             live::How::Freeze { mounts, kernel_map } => {
                 // While frozen, the server's writers wait for this read: it does not yield to
                 // other disk users then (back to the idle class after the thaw).
-                let raised = opts.gentle && crate::disk::blockdev::set_io_priority(false).is_ok();
-                let frozen = live::Frozen::freeze(mounts, opts.max_freeze).with_context(what);
-                let frozen = match frozen {
-                    Ok(f) => f,
-                    Err(e) => {
-                        if raised {
-                            let _ = crate::disk::blockdev::set_io_priority(true);
-                        }
-                        return Err(e);
-                    }
-                };
+                let raised = crate::disk::blockdev::BestEffortIo::raise(opts.gentle);
+                let frozen = live::Frozen::freeze(mounts, opts.max_freeze).with_context(what)?;
                 frozen_at = Some(frozen.at_unix);
                 let mask = if *kernel_map && !opts.all_blocks {
                     let m = live::kernel_used_map(&mounts[0], p.size);
@@ -505,9 +499,7 @@ fn capture_disk(
                     progress,
                 );
                 let thawed = frozen.thaw();
-                if raised {
-                    let _ = crate::disk::blockdev::set_io_priority(true);
-                }
+                drop(raised);
                 let read = read.with_context(what)?;
                 freeze_seconds = Some(thawed.with_context(what)?);
                 (mask, manifest::Consistency::Frozen, read)
@@ -663,7 +655,7 @@ fn capture_through_snapshots(
         for v in &read.volumes {
             let path = v.snapshot_path();
             let snap = Disk::open_read(&path)?;
-            let ext = matches!(v.fstype.as_str(), "ext2" | "ext3" | "ext4");
+            let ext = crate::disk::extfs::is_ext(&v.fstype);
             let map = if ext && !opts.all_blocks {
                 let m = crate::disk::extfs::used_map(&snap, 0, v.size.min(snap.size));
                 if m.is_none() {
@@ -677,10 +669,13 @@ fn capture_through_snapshots(
                 None
             };
             maps.push(map);
+            // The redirected view reads the snapshot through this handle: no second open.
             let file = Arc::new(
-                std::fs::File::open(&path)
+                snap.file()
+                    .try_clone()
                     .with_context(|| format!("opening snapshot {}", path.display()))?,
             );
+            drop(snap);
             for &(lv_off, len, part_off) in &v.segments {
                 redirects.push(Redirect {
                     offset: p.offset + part_off,
@@ -691,7 +686,6 @@ fn capture_through_snapshots(
         }
         let mask = lvm::used_map(p.size, read, &maps);
         let view = disk.redirected(std::mem::take(&mut redirects))?;
-        crate::failpoint::hit("while-snapshot");
         let read = capture_range(
             store,
             &view,

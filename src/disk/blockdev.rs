@@ -155,6 +155,29 @@ pub fn set_io_priority(idle: bool) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The best-effort I/O class for as long as it lives (when `raise` and the class could be
+/// taken), the idle class again afterwards: however the frozen read ends, capture goes back
+/// to yielding the disk.
+pub struct BestEffortIo {
+    raised: bool,
+}
+
+impl BestEffortIo {
+    pub fn raise(raise: bool) -> BestEffortIo {
+        BestEffortIo {
+            raised: raise && set_io_priority(false).is_ok(),
+        }
+    }
+}
+
+impl Drop for BestEffortIo {
+    fn drop(&mut self) {
+        if self.raised {
+            let _ = set_io_priority(true);
+        }
+    }
+}
+
 /// Lowers this process's CPU priority (nice 19).
 pub fn set_low_cpu_priority() -> std::io::Result<()> {
     // SAFETY: setpriority(PRIO_PROCESS, 0 = this process, 19).
@@ -273,6 +296,31 @@ pub fn with_partitions(sysfs: &Path) -> Vec<DeviceInfo> {
         }
     }
     out
+}
+
+/// The device number (major, minor) of the device node at `path`.
+pub fn device_number(path: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((rustix::fs::major(m.rdev()), rustix::fs::minor(m.rdev())))
+}
+
+/// The device number of the filesystem that holds `path` (a mount point: the mounted one).
+pub fn filesystem_device(path: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((rustix::fs::major(m.dev()), rustix::fs::minor(m.dev())))
+}
+
+/// The device numbers of the swap devices in use (/proc/swaps; swap files are skipped).
+pub fn active_swaps() -> Vec<(u32, u32)> {
+    std::fs::read_to_string("/proc/swaps")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|p| device_number(Path::new(p)))
+        .collect()
 }
 
 pub fn parse_dev(s: &str) -> Option<(u32, u32)> {

@@ -5,6 +5,11 @@
 
 use super::Disk;
 
+/// Whether a filesystem type (as blkid or lvm names it) is one this module reads.
+pub fn is_ext(fstype: &str) -> bool {
+    matches!(fstype, "ext2" | "ext3" | "ext4")
+}
+
 const BLOCK_UNINIT: u16 = 0x2;
 
 /// Byte ranges (relative to the partition) that must be kept, sorted and merged.

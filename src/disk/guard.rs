@@ -4,7 +4,6 @@
 //! before a single byte is written.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use anyhow::{Result, bail};
@@ -64,24 +63,6 @@ fn mounts() -> BTreeMap<(u32, u32), String> {
     out
 }
 
-fn swaps() -> Vec<(u32, u32)> {
-    let Ok(s) = std::fs::read_to_string("/proc/swaps") else {
-        return Vec::new();
-    };
-    s.lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| (rustix::fs::major(m.rdev()), rustix::fs::minor(m.rdev())))
-        .collect()
-}
-
-fn dev_of(path: &Path) -> Option<(u32, u32)> {
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| (rustix::fs::major(m.dev()), rustix::fs::minor(m.dev())))
-}
-
 /// Refuses (with the reason and what to do) when writing to `disk` could hurt something live.
 /// `store` is the local store directory, when the store is local.
 pub fn check_writable(disk: &Disk, store: Option<&Path>) -> Result<()> {
@@ -90,9 +71,9 @@ pub fn check_writable(disk: &Disk, store: Option<&Path>) -> Result<()> {
         bail!("refusing to write to {target}: the device is read-only; nothing was written");
     }
     let mounted = mounts();
-    let swap = swaps();
-    let root = dev_of(Path::new("/"));
-    let store_dev = store.and_then(dev_of);
+    let swap = blockdev::active_swaps();
+    let root = blockdev::filesystem_device(Path::new("/"));
+    let store_dev = store.and_then(blockdev::filesystem_device);
     for (d, why) in family(disk) {
         if let Some(at) = mounted.get(&d.dev) {
             bail!(
