@@ -155,6 +155,21 @@ pub fn set_io_priority(idle: bool) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Starts writing `len` bytes at `offset` of `file` back to the disk, without waiting for
+/// it (sync_file_range WRITE): a restore's writes overlap its fetches. Where it is not
+/// supported nothing happens; the final flush writes everything either way.
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: sync_file_range takes a file descriptor this process holds open, two byte
+    // counts and flags; it reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
 /// The best-effort I/O class for as long as it lives (when `raise` and the class could be
 /// taken), the idle class again afterwards: however the frozen read ends, capture goes back
 /// to yielding the disk.

@@ -29,6 +29,11 @@ pub struct Identity {
     pub wwn: Option<String>,
 }
 
+/// Writes at least this large start their writeback at once (a chunk, not a table sector):
+/// the disk writes while the next chunks are fetched, instead of all of it at the final
+/// flush.
+const WRITEBACK_FROM: usize = 64 << 10;
+
 /// An open disk: an image file or a block device.
 #[derive(Debug)]
 pub struct Disk {
@@ -289,7 +294,11 @@ impl Disk {
                 buf.len(),
                 self.path.display()
             )
-        })
+        })?;
+        if buf.len() >= WRITEBACK_FROM {
+            blockdev::start_writeback(&self.file, offset, buf.len() as u64);
+        }
+        Ok(())
     }
 
     /// Makes a range read as zeroes: unmapped where the device or file system guarantees
