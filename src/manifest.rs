@@ -379,13 +379,16 @@ pub fn valid_host(host: &str) -> Result<()> {
     Ok(())
 }
 
+/// Manifests `list` loads at once.
+const LIST_LOADS: usize = 4;
+
 /// Every complete snapshot (manifests only appear once complete), optionally of one host,
 /// oldest first. A snapshot that is damaged, or not signed by a trusted key (with `trust`),
 /// is listed with the reason it is refused.
 pub fn list(store: &Store, host: Option<&str>, trust: &Trust) -> Result<Vec<SnapshotSummary>> {
-    let mut out = Vec::new();
-    for (host, id) in store.snapshot_keys(host)? {
-        let summary = match load(store, &host, &id, trust) {
+    let keys = store.snapshot_keys(host)?;
+    let summarize = |host: &String, id: &String| -> SnapshotSummary {
+        match load(store, host, id, trust) {
             Ok((m, v)) => SnapshotSummary {
                 host: m.host.clone(),
                 id: m.id.clone(),
@@ -407,9 +410,29 @@ pub fn list(store: &Store, host: Option<&str>, trust: &Trust) -> Result<Vec<Snap
                 signed_by: None,
                 refused: Some(format!("{e:#}")),
             },
-        };
-        out.push(summary);
-    }
+        }
+    };
+    // A few manifests at once: on a far store each is a round trip, and a host's nightly
+    // snapshots are many. Few, because each may be up to MAX_MANIFEST bytes.
+    let slots: Vec<std::sync::Mutex<Option<SnapshotSummary>>> =
+        keys.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..LIST_LOADS.min(keys.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((host, id)) = keys.get(i) else { break };
+                    let summary = summarize(host, id);
+                    *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(summary);
+                }
+            });
+        }
+    });
+    let mut out: Vec<SnapshotSummary> = slots
+        .into_iter()
+        .filter_map(|slot| slot.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect();
     out.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
     Ok(out)
 }
