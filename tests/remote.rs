@@ -182,17 +182,7 @@ fn http_plan_reads_shard_pages_instead_of_a_head_per_chunk() {
     blank(&src, 200 * MIB);
     sh("sgdisk", &["-n1:2048:0", "-t1:8300", p(&src)]);
     write_at(&src, MIB, &random_bytes(11, 160 * MIB as usize));
-    ok(&[
-        "capture",
-        "--store",
-        &tmp.store(),
-        "--host",
-        "web-3",
-        "--chunk-size",
-        "262144",
-        "--no-progress",
-        p(&src),
-    ]);
+    capture_with(&tmp, "web-3", &[&src], &["--chunk-size", "262144"]);
     let web = web_server(&tmp, &tmp.path("store"));
     let url = web.url();
     let before = web.log_text().lines().count();

@@ -173,18 +173,7 @@ fn a_partition_whose_samples_all_differ_is_written_without_reading_it() {
             &random_bytes(700 + i, 8 * MIB as usize),
         );
     }
-    let store = tmp.store();
-    ok(&[
-        "capture",
-        "--store",
-        &store,
-        "--host",
-        "web-3",
-        "--chunk-size",
-        "262144",
-        "--no-progress",
-        p(&src),
-    ]);
+    capture_with(&tmp, "web-3", &[&src], &["--chunk-size", "262144"]);
     // A blank disk (a loop device: no holes to skip), and one full of other data that
     // happens to hold two of the snapshot's chunks of partition 5 (between the samples: the
     // first sample is its first data chunk, the next about 22 data chunks on).

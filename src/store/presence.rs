@@ -55,50 +55,36 @@ impl Store {
     /// the rest is checked one by one. A server without index pages costs one request more
     /// than checking every chunk.
     fn missing_by_pages(&self, ids: &[ChunkId]) -> Result<Option<ChunkId>> {
-        let mut by_shard: BTreeMap<String, Vec<ChunkId>> = BTreeMap::new();
-        for id in ids {
-            let key = shard("chunks", id);
-            let folder = key[..key.rfind('/').expect("sharded key") + 1].to_string();
-            by_shard.entry(folder).or_default().push(*id);
-        }
-        if by_shard.len() * PAGE_GAIN > ids.len() {
+        let shards = by_shard(ids);
+        if shards.len() * PAGE_GAIN > ids.len() {
             return self.missing_by_checks(ids);
         }
-        let shards: Vec<(String, Vec<ChunkId>)> = by_shard.into_iter().collect();
         let unconfirmed: Mutex<Vec<ChunkId>> = Mutex::new(Vec::new());
         let no_pages = std::sync::atomic::AtomicBool::new(false);
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..WORKERS.min(shards.len()) {
-                s.spawn(|| {
-                    while let Some((folder, wanted)) =
-                        shards.get(next.fetch_add(1, Ordering::Relaxed))
-                    {
-                        let page = if no_pages.load(Ordering::Relaxed) {
-                            None
-                        } else {
-                            self.backend.folder_page(folder)
-                        };
-                        let rest: Vec<ChunkId> = match page {
-                            Some(keys) => {
-                                let have: HashSet<String> = keys.into_iter().collect();
-                                wanted
-                                    .iter()
-                                    .filter(|id| !have.contains(&shard("chunks", id)))
-                                    .copied()
-                                    .collect()
-                            }
-                            None => {
-                                // No index pages here: every chunk is checked by itself.
-                                no_pages.store(true, Ordering::Relaxed);
-                                wanted.clone()
-                            }
-                        };
-                        unconfirmed.lock().expect("lock").extend(rest);
-                    }
-                });
-            }
-        });
+        first_found(&shards, |(folder, wanted)| {
+            let page = if no_pages.load(Ordering::Relaxed) {
+                None
+            } else {
+                self.backend.folder_page(folder)
+            };
+            let rest: Vec<ChunkId> = match page {
+                Some(keys) => {
+                    let have: HashSet<String> = keys.into_iter().collect();
+                    wanted
+                        .iter()
+                        .filter(|id| !have.contains(&shard("chunks", id)))
+                        .copied()
+                        .collect()
+                }
+                None => {
+                    // No index pages here: every chunk is checked by itself.
+                    no_pages.store(true, Ordering::Relaxed);
+                    wanted.clone()
+                }
+            };
+            unconfirmed.lock().expect("lock").extend(rest);
+            None
+        })?;
         let rest = unconfirmed.into_inner().expect("lock");
         if rest.is_empty() {
             return Ok(None);
@@ -110,73 +96,68 @@ impl Store {
     }
 
     fn missing_by_checks(&self, ids: &[ChunkId]) -> Result<Option<ChunkId>> {
-        let found: Mutex<Option<Result<ChunkId>>> = Mutex::new(None);
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..WORKERS.min(ids.len()) {
-                s.spawn(|| {
-                    while let Some(id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        if found.lock().expect("lock").is_some() {
-                            break;
-                        }
-                        let outcome = match self.has_chunk(id) {
-                            Ok(true) => continue,
-                            Ok(false) => Ok(*id),
-                            Err(e) => Err(e.context(format!(
-                                "checking chunk {id} in store {}",
-                                self.describe()
-                            ))),
-                        };
-                        found.lock().expect("lock").get_or_insert(outcome);
-                    }
-                });
-            }
-        });
-        found.into_inner().expect("lock").transpose()
+        first_found(ids, |id| match self.has_chunk(id) {
+            Ok(true) => None,
+            Ok(false) => Some(Ok(*id)),
+            Err(e) => Some(Err(
+                e.context(format!("checking chunk {id} in store {}", self.describe()))
+            )),
+        })
     }
 
     fn missing_by_listing(&self, ids: &[ChunkId]) -> Result<Option<ChunkId>> {
         // Only one shard's keys are held at a time: a fleet's store may hold millions.
-        let mut by_shard: BTreeMap<String, Vec<ChunkId>> = BTreeMap::new();
-        for id in ids {
-            let key = shard("chunks", id);
-            let folder = key[..key.rfind('/').expect("sharded key") + 1].to_string();
-            by_shard.entry(folder).or_default().push(*id);
-        }
-        let shards: Vec<(String, Vec<ChunkId>)> = by_shard.into_iter().collect();
-        let found: Mutex<Option<Result<ChunkId>>> = Mutex::new(None);
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..WORKERS.min(shards.len()) {
-                s.spawn(|| {
-                    while let Some((folder, wanted)) =
-                        shards.get(next.fetch_add(1, Ordering::Relaxed))
-                    {
-                        if found.lock().expect("lock").is_some() {
-                            break;
-                        }
-                        let outcome = match self.backend.list(folder) {
-                            Ok(keys) => {
-                                let have: HashSet<String> = keys.into_iter().collect();
-                                match wanted
-                                    .iter()
-                                    .find(|id| !have.contains(&shard("chunks", id)))
-                                {
-                                    Some(id) => Ok(*id),
-                                    None => continue,
-                                }
-                            }
-                            Err(e) => Err(
-                                e.context(format!("listing {folder} in store {}", self.describe()))
-                            ),
-                        };
+        first_found(&by_shard(ids), |(folder, wanted)| {
+            match self.backend.list(folder) {
+                Ok(keys) => {
+                    let have: HashSet<String> = keys.into_iter().collect();
+                    wanted
+                        .iter()
+                        .find(|id| !have.contains(&shard("chunks", id)))
+                        .map(|id| Ok(*id))
+                }
+                Err(e) => Some(Err(
+                    e.context(format!("listing {folder} in store {}", self.describe()))
+                )),
+            }
+        })
+    }
+}
+
+/// Runs `each` on `items` with WORKERS threads until one answers (a missing chunk or an
+/// error); returns that answer.
+fn first_found<T: Sync>(
+    items: &[T],
+    each: impl Fn(&T) -> Option<Result<ChunkId>> + Sync,
+) -> Result<Option<ChunkId>> {
+    let found: Mutex<Option<Result<ChunkId>>> = Mutex::new(None);
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..WORKERS.min(items.len()) {
+            s.spawn(|| {
+                while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if found.lock().expect("lock").is_some() {
+                        break;
+                    }
+                    if let Some(outcome) = each(item) {
                         found.lock().expect("lock").get_or_insert(outcome);
                     }
-                });
-            }
-        });
-        found.into_inner().expect("lock").transpose()
+                }
+            });
+        }
+    });
+    found.into_inner().expect("lock").transpose()
+}
+
+/// The chunks asked about, by the shard folder (`chunks/xx/`) that holds each.
+fn by_shard(ids: &[ChunkId]) -> Vec<(String, Vec<ChunkId>)> {
+    let mut by_shard: BTreeMap<String, Vec<ChunkId>> = BTreeMap::new();
+    for id in ids {
+        let key = shard("chunks", id);
+        let folder = key[..key.rfind('/').expect("sharded key") + 1].to_string();
+        by_shard.entry(folder).or_default().push(*id);
     }
+    by_shard.into_iter().collect()
 }
 
 #[cfg(test)]

@@ -372,6 +372,11 @@ pub fn damaged_copy(tmp: &Tmp, src: &Path) -> PathBuf {
 }
 
 pub fn capture(tmp: &Tmp, host: &str, disks: &[&Path]) -> String {
+    capture_with(tmp, host, disks, &[])
+}
+
+/// `capture` with more options (`--chunk-size 262144`, ...).
+pub fn capture_with(tmp: &Tmp, host: &str, disks: &[&Path], extra: &[&str]) -> String {
     let store = tmp.store();
     let mut args = vec![
         "capture",
@@ -381,6 +386,7 @@ pub fn capture(tmp: &Tmp, host: &str, disks: &[&Path]) -> String {
         host,
         "--no-progress",
     ];
+    args.extend_from_slice(extra);
     args.extend(disks.iter().map(|d| p(d)));
     ok(&args).trim().to_string()
 }
