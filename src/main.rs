@@ -36,6 +36,7 @@ mod fuzz;
 mod hex;
 mod manifest;
 mod notify;
+mod parallel;
 mod plan;
 mod probe;
 mod progress;

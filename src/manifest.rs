@@ -416,18 +416,8 @@ pub fn list(store: &Store, host: Option<&str>, trust: &Trust) -> Result<Vec<Snap
     // snapshots are many. Few, because each may be up to MAX_MANIFEST bytes.
     let slots: Vec<std::sync::Mutex<Option<SnapshotSummary>>> =
         keys.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..LIST_LOADS.min(keys.len()) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((host, id)) = keys.get(i) else { break };
-                    let summary = summarize(host, id);
-                    *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(summary);
-                }
-            });
-        }
+    crate::parallel::for_each(&keys, LIST_LOADS, |i, (host, id)| {
+        *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(summarize(host, id));
     });
     let mut out: Vec<SnapshotSummary> = slots
         .into_iter()

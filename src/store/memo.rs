@@ -152,26 +152,13 @@ impl Store {
         if list.len() < 2 {
             return;
         }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..WARM_WORKERS.min(list.len()) {
-                s.spawn(|| {
-                    while let Some(w) =
-                        list.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                    {
-                        let (id, got) = match *w {
-                            Wanted::Index(id, covers) => {
-                                (id, self.get_index(&id, covers).map(drop))
-                            }
-                            Wanted::Chunk(id, len) => {
-                                (id, self.get_chunk(&id, len as usize).map(drop))
-                            }
-                        };
-                        if let Err(e) = got {
-                            self.memo.lock().failed.insert(id, format!("{e:#}"));
-                        }
-                    }
-                });
+        crate::parallel::for_each(&list, WARM_WORKERS, |_, w| {
+            let (id, got) = match *w {
+                Wanted::Index(id, covers) => (id, self.get_index(&id, covers).map(drop)),
+                Wanted::Chunk(id, len) => (id, self.get_chunk(&id, len as usize).map(drop)),
+            };
+            if let Err(e) = got {
+                self.memo.lock().failed.insert(id, format!("{e:#}"));
             }
         });
     }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use anyhow::Result;
 
@@ -131,19 +131,12 @@ fn first_found<T: Sync>(
     each: impl Fn(&T) -> Option<Result<ChunkId>> + Sync,
 ) -> Result<Option<ChunkId>> {
     let found: Mutex<Option<Result<ChunkId>>> = Mutex::new(None);
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..WORKERS.min(items.len()) {
-            s.spawn(|| {
-                while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if found.lock().expect("lock").is_some() {
-                        break;
-                    }
-                    if let Some(outcome) = each(item) {
-                        found.lock().expect("lock").get_or_insert(outcome);
-                    }
-                }
-            });
+    crate::parallel::for_each(items, WORKERS, |_, item| {
+        if found.lock().expect("lock").is_some() {
+            return;
+        }
+        if let Some(outcome) = each(item) {
+            found.lock().expect("lock").get_or_insert(outcome);
         }
     });
     found.into_inner().expect("lock").transpose()
