@@ -529,8 +529,11 @@ fn run_parallel(
     }
 }
 
-/// Fetches, verifies and writes the chunks of `work` with `jobs` workers. Returns the bytes
-/// and chunks written and Ok(false) when an interrupt stopped it early.
+/// Fetches, verifies and writes the chunks of `work`: `jobs` fetchers keep that many store
+/// reads in flight and hand what they read to one writer per core, which decompresses,
+/// verifies and writes it (a worker that did both left its request slot idle while it
+/// hashed). At most `jobs` chunks wait between the two. Returns the bytes and chunks
+/// written and Ok(false) when an interrupt stopped it early.
 fn write_chunks(
     store: &Store,
     disks: &[&Disk],
@@ -546,40 +549,129 @@ fn write_chunks(
     );
     let bytes = AtomicU64::new(0);
     let chunks = AtomicU64::new(0);
+    // A chunk handed out but not written (an error or an interrupt stopped the writers).
+    let dropped = AtomicBool::new(false);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let fail = |e: anyhow::Error| {
+        failed.store(true, Ordering::SeqCst);
+        first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(e);
+    };
+    let stopped = || failed.load(Ordering::SeqCst) || interrupt.raised();
     let zeros = vec![0u8; store.config.chunk_size as usize];
-    let result = run_parallel(&cursor, jobs, &|| interrupt.raised(), &|w, i| {
-        let item = &work[w];
-        let (start, len) = item.index.chunk_range(i);
-        let id = item.index.chunks[i as usize];
-        let disk = disks[item.disk];
-        let at = item.action.offset + start;
-        if let Some(patch) = item.patches.get(&i) {
-            write_patched(store, disk, item, i, patch)?;
-        } else if id.is_free_marker() {
-            // Free filesystem space: nothing to write.
-        } else if id.is_zero_marker() {
-            disk.write_zeroes(at, len, &zeros)?;
-        } else {
-            let data = store
-                .get_chunk(&id, len as usize)
-                .with_context(|| format!("{} of {}", item.action.name, disk.path.display()))?;
-            disk.write_at(&data, at)?;
+    let jobs = jobs.max(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (tx, rx) =
+        std::sync::mpsc::sync_channel::<(usize, u64, Option<crate::store::Packed>)>(jobs);
+    let rx = Mutex::new(rx);
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            let tx = tx.clone();
+            s.spawn(|| {
+                let tx = tx;
+                while !stopped() {
+                    let Some((w, i)) = cursor.next() else { break };
+                    let item = &work[w];
+                    let id = item.index.chunks[i as usize];
+                    // Patched, zero and free chunks are the writer's; the rest is fetched.
+                    let fetch = !item.patches.contains_key(&i)
+                        && !id.is_free_marker()
+                        && !id.is_zero_marker();
+                    let packed = if fetch {
+                        let (_, len) = item.index.chunk_range(i);
+                        match store.get_packed(&id, len as usize).with_context(|| {
+                            format!(
+                                "{} of {}",
+                                item.action.name,
+                                disks[item.disk].path.display()
+                            )
+                        }) {
+                            Ok(p) => Some(p),
+                            Err(e) => {
+                                dropped.store(true, Ordering::SeqCst);
+                                fail(e);
+                                break;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    if tx.send((w, i, packed)).is_err() {
+                        dropped.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                }
+            });
         }
-        bytes.fetch_add(len, Ordering::Relaxed);
-        chunks.fetch_add(1, Ordering::Relaxed);
-        progress.add(len);
-        failpoint::hit("after-chunk");
-        Ok(())
+        drop(tx);
+        for _ in 0..cores.min(jobs) {
+            s.spawn(|| {
+                loop {
+                    let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((w, i, packed)) = next else { break };
+                    if stopped() {
+                        // Drained unwritten, so no fetcher waits on a full queue.
+                        dropped.store(true, Ordering::SeqCst);
+                        continue;
+                    }
+                    match write_one(store, disks, &work[w], i, packed, &zeros) {
+                        Ok(len) => {
+                            bytes.fetch_add(len, Ordering::Relaxed);
+                            chunks.fetch_add(1, Ordering::Relaxed);
+                            progress.add(len);
+                            failpoint::hit("after-chunk");
+                        }
+                        Err(e) => {
+                            dropped.store(true, Ordering::SeqCst);
+                            fail(e);
+                        }
+                    }
+                }
+            });
+        }
     });
     let (bytes, chunks) = (bytes.into_inner(), chunks.into_inner());
-    match result {
-        Err(e) => (bytes, chunks, Err(e)),
-        Ok(()) => (
+    match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => (bytes, chunks, Err(e)),
+        None => (
             bytes,
             chunks,
-            Ok(!interrupt.raised() || cursor.next().is_none()),
+            Ok(!dropped.into_inner() && cursor.next().is_none()),
         ),
     }
+}
+
+/// Writes chunk `i` of `item` from what a fetcher read (None: a chunk the writer makes
+/// itself). Returns its length.
+fn write_one(
+    store: &Store,
+    disks: &[&Disk],
+    item: &ChunkWork,
+    i: u64,
+    packed: Option<crate::store::Packed>,
+    zeros: &[u8],
+) -> Result<u64> {
+    let (start, len) = item.index.chunk_range(i);
+    let id = item.index.chunks[i as usize];
+    let disk = disks[item.disk];
+    let at = item.action.offset + start;
+    if let Some(patch) = item.patches.get(&i) {
+        write_patched(store, disk, item, i, patch)?;
+    } else if id.is_free_marker() {
+        // Free filesystem space: nothing to write.
+    } else if id.is_zero_marker() {
+        disk.write_zeroes(at, len, zeros)?;
+    } else {
+        let packed = packed.context("a fetched chunk went missing between fetch and write")?;
+        let data = store
+            .unpack(&id, len as usize, packed)
+            .with_context(|| format!("{} of {}", item.action.name, disk.path.display()))?;
+        disk.write_at(&data, at)?;
+    }
+    Ok(len)
 }
 
 /// A chunk whose bytes change so a boot loader finds a partition that moved: fetched and
