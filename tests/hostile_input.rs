@@ -328,6 +328,37 @@ fn a_slow_a_bottomless_and_an_endless_http_store_each_end_with_one_error() {
 }
 
 #[test]
+fn an_s3_endpoint_that_drips_ends_with_one_error() {
+    // The S3 transport's deadline covers the whole body (RESTORE_HTTP_TIMEOUT), not only the
+    // start of the answer: the listing's body arrives a byte a second and is given up on.
+    require_tool("python3");
+    let tmp = Tmp::new();
+    let empty = tmp.path("www");
+    std::fs::create_dir_all(&empty).unwrap();
+    let server = hostile_server(&tmp, "drip", &empty);
+    let started = Instant::now();
+    let o = restore_env(
+        &["snapshots", "--store", "s3://backups/fleet"],
+        &[
+            ("AWS_ENDPOINT_URL", &server.url()),
+            ("AWS_ACCESS_KEY_ID", "a"),
+            ("AWS_SECRET_ACCESS_KEY", "b"),
+            ("RESTORE_HTTP_TIMEOUT", "1"),
+        ],
+    );
+    let err = error_line(&["snapshots", "drip"], &o);
+    assert!(
+        err.contains("listing snapshots/") && err.contains("did not arrive in time"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn a_password_in_a_store_url_appears_in_no_output_and_no_file() {
     require_tool("python3");
     let tmp = Tmp::new();

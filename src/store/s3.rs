@@ -25,6 +25,18 @@ pub struct S3Backend {
     rt: Runtime,
 }
 
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The deadline of a whole request, its answer and all of its body: RESTORE_HTTP_TIMEOUT
+/// seconds when set (as for HTTP stores), else 120.
+fn timeout() -> Duration {
+    let secs = env("RESTORE_HTTP_TIMEOUT")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(120);
+    Duration::from_secs(secs.min(3600))
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -48,15 +60,16 @@ impl S3Backend {
             None => Vec::new(),
         };
         let endpoint_env = env("AWS_ENDPOINT_URL");
+        // A plain-HTTP endpoint (an RGW or MinIO inside the data centre) is reached through
+        // the QuickAck transport; TLS endpoints and proxies keep reqwest's stack.
+        let plain_http = endpoint_env
+            .as_ref()
+            .is_some_and(|u| u.starts_with("http://"));
         let build = |bundled: bool| -> Result<AmazonS3> {
             let mut client = ClientOptions::new()
-                .with_connect_timeout(Duration::from_secs(5))
-                .with_timeout(Duration::from_secs(120))
-                .with_allow_http(
-                    endpoint_env
-                        .as_ref()
-                        .is_some_and(|u| u.starts_with("http://")),
-                );
+                .with_connect_timeout(CONNECT_TIMEOUT)
+                .with_timeout(timeout())
+                .with_allow_http(plain_http);
             for cert in &extra {
                 client = client.with_root_certificate(cert.clone());
             }
@@ -77,6 +90,12 @@ impl S3Backend {
                     ..RetryConfig::default()
                 })
                 .with_client_options(client);
+            if plain_http && super::transport::no_proxy_set() {
+                builder = builder.with_http_connector(super::transport::QuickAckHttp {
+                    connect_timeout: CONNECT_TIMEOUT,
+                    timeout: timeout(),
+                });
+            }
             if let Some(token) = env("AWS_SESSION_TOKEN") {
                 builder = builder.with_token(token);
             }
