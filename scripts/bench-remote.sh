@@ -39,6 +39,9 @@ cold() {
     if [ -w /proc/sys/vm/drop_caches ]; then echo 3 >/proc/sys/vm/drop_caches; else echo "(warm cache: not root)"; fi
 }
 now() { date +%s.%N; }
+# Connections the kernel dropped because a listener's accept queue was full (each waits a 1 s
+# SYN retransmit): python's http.server listens with a backlog of 5.
+overflows() { awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "ListenOverflows") c = i; h = 1 } else print $c }' /proc/net/netstat; }
 
 if [ ! -f disk.img ]; then
     echo "== making a 1 GiB GPT disk: BIOS boot + ext4 holding ~620 MiB (400 MiB random, ~220 MiB text)"
@@ -123,25 +126,26 @@ url_list "$RGW_ENDPOINT/backups/fleet" >urls-rgw.cfg
 
 # Seconds for plain parallel GETs of every chunk object from SERVER; fails unless all are 200.
 get_all() {
-    local server=$1 sign=() endpoint key secret t0 t1 ok
+    local server=$1 jobs=${2:-$JOBS} sign=() endpoint key secret t0 t1 ok o0
     if [ "$server" != http ]; then
         read -r endpoint key secret <<<"$(s3_env "$server")"
         sign=(--aws-sigv4 "aws:amz:us-east-1:s3" --user "$key:$secret"
             -H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
     fi
     cold >&2
+    o0=$(overflows)
     t0=$(now)
-    curl -s --no-progress-meter --parallel --parallel-max "$JOBS" "${sign[@]}" -w '%{http_code}\n' -K "urls-$server.cfg" >gets.txt 2>curl.err
+    curl -s --no-progress-meter --parallel --parallel-max "$jobs" "${sign[@]}" -w '%{http_code}\n' -K "urls-$server.cfg" >gets.txt 2>curl.err
     t1=$(now)
     ok=$(grep -c '^200$' gets.txt || true)
     [ "$ok" -eq "$NOBJ" ] || { echo "GETs from $server: $ok of $NOBJ answered 200" >&2; exit 1; }
-    python3 -c "print(f'{$t1 - $t0:.3f}')"
+    echo "$(python3 -c "print(f'{$t1 - $t0:.3f}')") $(($(overflows) - o0))"
 }
 
 # Seconds for a full restore from SERVER onto a blank target (checked with cmp), and of them
 # the seconds apply spent fetching and writing (after its plan).
 restore_all() {
-    local server=$1 store t0 t1
+    local server=$1 store t0 t1 o0
     case $server in
         local) store=store ;;
         http) store=http://127.0.0.1:$HTTP_PORT ;;
@@ -149,6 +153,7 @@ restore_all() {
     esac
     rm -f target.img && truncate -s 1G target.img
     cold >&2
+    o0=$(overflows)
     t0=$(now)
     if [ "$server" = local ] || [ "$server" = http ]; then
         "$R" apply --store "$store" --yes --no-progress --jobs "$JOBS" target.img >apply.log 2>apply.err
@@ -158,29 +163,35 @@ restore_all() {
     t1=$(now)
     cmp -s disk.img target.img || { echo "restore from $server differs!" >&2; exit 1; }
     # End to end, and the fetch-and-write phase alone (apply's "Applied: ... in N s").
-    echo "$(python3 -c "print(f'{$t1 - $t0:.3f}')") $(sed -n 's/^Applied: .* in \([0-9.]*\) s\.$/\1/p' apply.log)"
+    echo "$(python3 -c "print(f'{$t1 - $t0:.3f}')") $(sed -n 's/^Applied: .* in \([0-9.]*\) s\.$/\1/p' apply.log) $(($(overflows) - o0))"
 }
 
 echo "load before the runs: $(uptime)"
 declare -A LABEL=([local]="local directory" [http]="python http.server" [moto]="moto_server (S3)" [rgw]="Ceph RGW (S3)")
-printf '\n%-20s %3s %6s %9s %9s %9s %7s %7s %7s\n' "server" "run" "GET s" "GET MiB/s" "restore s" "rest MiB/s" "ratio" "fetch s" "f.ratio"
-for server in local http moto rgw; do
-    for run in $(seq "$RUNS"); do
-        g=-
-        [ "$server" = local ] || g=$(get_all "$server")
-        read -r r f <<<"$(restore_all "$server")"
-        f=${f:-nan}
-        python3 - "$g" "$r" "$f" <<PY
+printf '\n%-20s %3s %6s %5s %9s %5s %9s %7s %7s %7s\n' "server" "run" "GET s" "drops" "restore s" "drops" "rest MiB/s" "ratio" "fetch s" "f.ratio"
+row() { # LABEL RUN GET_S GET_DROPS RESTORE_S FETCH_S RESTORE_DROPS
+    python3 - "$@" <<PY
 import sys
-g, r, f = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+label, run, g, gd, r, f, rd = sys.argv[1:8]
+r, f = float(r), float(f or "nan")
 mib = $OBJ_BYTES / 1048576
 if g == "-":
-    gs = gr = ratio = fratio = "-"
+    gs, ratio, fratio = "-", "-", "-"
 else:
-    g = float(g)
-    gs, gr, ratio, fratio = f"{g:.2f}", f"{mib / g:.0f}", f"{g / r:.2f}", f"{g / f:.2f}"
-print(f"{'${LABEL[$server]}':<20} {$run:>3} {gs:>6} {gr:>9} {r:>9.2f} {mib / r:>10.0f} {ratio:>7} {f:>7.2f} {fratio:>7}")
+    gs, ratio, fratio = f"{float(g):.2f}", f"{float(g) / r:.2f}", f"{float(g) / f:.2f}"
+print(f"{label:<20} {run:>3} {gs:>6} {gd:>5} {r:>9.2f} {rd:>5} {mib / r:>10.0f} {ratio:>7} {f:>7.2f} {fratio:>7}")
 PY
+}
+for server in local http moto rgw; do
+    for run in $(seq "$RUNS"); do
+        g=- gd=- g6=- g6d=-
+        [ "$server" = local ] || read -r g gd <<<"$(get_all "$server")"
+        # A server that closes its connections gets 6 requests at once from restore: its
+        # GETs at that concurrency too, to compare like with like.
+        [ "$server" = http ] && read -r g6 g6d <<<"$(get_all http 6)"
+        read -r r f rd <<<"$(restore_all "$server")"
+        row "${LABEL[$server]}" "$run" "$g" "$gd" "$r" "$f" "$rd"
+        [ "$server" = http ] && row "  (GETs 6 at once)" "$run" "$g6" "$g6d" "$r" "$f" "$rd"
     done
 done
 echo
@@ -189,5 +200,7 @@ echo " --parallel-max $JOBS, bodies discarded. restore: restore apply --store S 
 echo " blank 1 GiB file, end to end: plan (which chunks the store holds: an S3 listing, a web server's
  shard index pages) + fetch + verify + decompress + write + flush + read-back check."
 echo " ratio = restore rate / GET rate. fetch s: apply's fetch-and-write phase and its checks (after
- its plan); f.ratio = GET s / fetch s. Each run after drop_caches.)"
+ its plan); f.ratio = GET s / fetch s. drops: connections the kernel dropped for a full accept
+ queue (/proc/net/netstat ListenOverflows; each costs a 1 s SYN retransmit). Each run after
+ drop_caches.)"
 uptime
