@@ -579,7 +579,7 @@ struct ApplyArgs {
     /// Re-read everything written and check its hash.
     #[arg(long)]
     verify: bool,
-    /// Chunks fetched at once (memory use is about twice this many chunks).
+    /// Chunks fetched at once (memory use is about this many chunks).
     #[arg(long, default_value_t = 16)]
     jobs: usize,
     /// Write to a target that holds another system's data (the plan lists what it destroys).

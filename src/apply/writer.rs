@@ -532,8 +532,9 @@ fn run_parallel(
 /// Fetches, verifies and writes the chunks of `work`: `jobs` fetchers keep that many store
 /// reads in flight and hand what they read to one writer per core, which decompresses,
 /// verifies and writes it (a worker that did both left its request slot idle while it
-/// hashed). At most `jobs` chunks wait between the two. Returns the bytes and chunks
-/// written and Ok(false) when an interrupt stopped it early.
+/// hashed). One chunk per writer waits between the two: when the writers are the bottleneck
+/// more would only hold memory, so memory stays about `jobs` chunks plus two per core.
+/// Returns the bytes and chunks written and Ok(false) when an interrupt stopped it early.
 fn write_chunks(
     store: &Store,
     disks: &[&Disk],
@@ -564,8 +565,9 @@ fn write_chunks(
     let zeros = vec![0u8; store.config.chunk_size as usize];
     let jobs = jobs.max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let writers = cores.min(jobs);
     let (tx, rx) =
-        std::sync::mpsc::sync_channel::<(usize, u64, Option<crate::store::Packed>)>(jobs);
+        std::sync::mpsc::sync_channel::<(usize, u64, Option<crate::store::Packed>)>(writers);
     let rx = Mutex::new(rx);
     std::thread::scope(|s| {
         for _ in 0..jobs {
@@ -607,7 +609,7 @@ fn write_chunks(
             });
         }
         drop(tx);
-        for _ in 0..cores.min(jobs) {
+        for _ in 0..writers {
             s.spawn(|| {
                 loop {
                     let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();

@@ -92,8 +92,9 @@ pub struct QuickAckConnector(HttpConnector);
 
 impl QuickAckConnector {
     pub fn new(connect_timeout: Duration) -> QuickAckConnector {
+        // Plain http:// only (enforced: an https:// URI here fails instead of speaking
+        // plaintext to a TLS port); TLS endpoints keep object_store's reqwest client.
         let mut http = HttpConnector::new();
-        http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
         QuickAckConnector(http)
