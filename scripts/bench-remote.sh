@@ -6,6 +6,8 @@
 # Each server is also measured without restore: the same chunk objects the restore reads,
 # fetched by plain parallel GETs (curl --parallel --parallel-max JOBS, SigV4-signed for S3),
 # so restore's rate is compared with what that server delivers in the same run.
+# PIN=1 runs the servers on the last core and curl and restore on the others (taskset), as
+# on two machines, so a server does not compete with its client for the same cores.
 # Every run starts with a cold page cache (needs root for drop_caches; without it the
 # figures are warm-cache ones and the script says so); a restore goes onto a fresh blank
 # target and is compared with the original.
@@ -22,6 +24,13 @@ RGW_SH=$PWD/scripts/rgw.sh
 W=${1:-$(mktemp -d /tmp/restore-bench.XXXXXX)}
 JOBS=${JOBS:-16}
 RUNS=${RUNS:-2}
+SERVER_CPU=() CLIENT_CPU=()
+if [ "${PIN:-0}" = 1 ]; then
+    n=$(nproc)
+    [ "$n" -ge 2 ] || { echo "PIN=1 needs at least 2 cores" >&2; exit 1; }
+    SERVER_CPU=(taskset -c $((n - 1)))
+    CLIENT_CPU=(taskset -c 0-$((n - 2)))
+fi
 mkdir -p "$W"
 cd "$W"
 W=$PWD
@@ -62,15 +71,15 @@ echo "== capture into a local directory"
 "$R" capture --store store --host web-3 --no-progress disk.img >/dev/null
 
 HTTP_PORT=$(free_port)
-python3 -m http.server --bind 127.0.0.1 --directory store "$HTTP_PORT" >http.log 2>&1 &
+"${SERVER_CPU[@]}" python3 -m http.server --bind 127.0.0.1 --directory store "$HTTP_PORT" >http.log 2>&1 &
 PIDS+=($!)
 S3_PORT=$(free_port)
-moto_server -H 127.0.0.1 -p "$S3_PORT" >moto.log 2>&1 &
+"${SERVER_CPU[@]}" moto_server -H 127.0.0.1 -p "$S3_PORT" >moto.log 2>&1 &
 PIDS+=($!)
 wait_port "$HTTP_PORT" && wait_port "$S3_PORT"
 python3 -c "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:$S3_PORT/backups', method='PUT'))"
 echo "== start a Ceph RADOS Gateway (scripts/rgw.sh)"
-RGW_OWNER_PID=$$ bash "$RGW_SH" start "$W/rgw"
+RGW_OWNER_PID=$$ "${SERVER_CPU[@]}" bash "$RGW_SH" start "$W/rgw"
 RGW_ENDPOINT=$(bash "$RGW_SH" env "$W/rgw" | sed -n 's/^RGW_ENDPOINT=//p')
 RGW_KEY=$(bash "$RGW_SH" env "$W/rgw" | sed -n 's/^AWS_ACCESS_KEY_ID=//p')
 RGW_SECRET=$(bash "$RGW_SH" env "$W/rgw" | sed -n 's/^AWS_SECRET_ACCESS_KEY=//p')
@@ -135,7 +144,7 @@ get_all() {
     cold >&2
     o0=$(overflows)
     t0=$(now)
-    curl -s --no-progress-meter --parallel --parallel-max "$jobs" "${sign[@]}" -w '%{http_code}\n' -K "urls-$server.cfg" >gets.txt 2>curl.err
+    "${CLIENT_CPU[@]}" curl -s --no-progress-meter --parallel --parallel-max "$jobs" "${sign[@]}" -w '%{http_code}\n' -K "urls-$server.cfg" >gets.txt 2>curl.err
     t1=$(now)
     ok=$(grep -c '^200$' gets.txt || true)
     [ "$ok" -eq "$NOBJ" ] || { echo "GETs from $server: $ok of $NOBJ answered 200" >&2; exit 1; }
@@ -156,9 +165,9 @@ restore_all() {
     o0=$(overflows)
     t0=$(now)
     if [ "$server" = local ] || [ "$server" = http ]; then
-        "$R" apply --store "$store" --yes --no-progress --jobs "$JOBS" target.img >apply.log 2>apply.err
+        "${CLIENT_CPU[@]}" "$R" apply --store "$store" --yes --no-progress --jobs "$JOBS" target.img >apply.log 2>apply.err
     else
-        with_s3 "$server" "$R" apply --store "$store" --yes --no-progress --jobs "$JOBS" target.img >apply.log 2>apply.err
+        with_s3 "$server" "${CLIENT_CPU[@]}" "$R" apply --store "$store" --yes --no-progress --jobs "$JOBS" target.img >apply.log 2>apply.err
     fi
     t1=$(now)
     cmp -s disk.img target.img || { echo "restore from $server differs!" >&2; exit 1; }
@@ -167,6 +176,7 @@ restore_all() {
 }
 
 echo "load before the runs: $(uptime)"
+[ "${PIN:-0}" = 1 ] && echo "PIN=1: servers on core $(($(nproc) - 1)), curl and restore on cores 0-$(($(nproc) - 2))"
 declare -A LABEL=([local]="local directory" [http]="python http.server" [moto]="moto_server (S3)" [rgw]="Ceph RGW (S3)")
 printf '\n%-20s %3s %6s %5s %9s %5s %9s %7s %7s %7s\n' "server" "run" "GET s" "drops" "restore s" "drops" "rest MiB/s" "ratio" "fetch s" "f.ratio"
 row() { # LABEL RUN GET_S GET_DROPS RESTORE_S FETCH_S RESTORE_DROPS
