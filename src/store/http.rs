@@ -12,7 +12,7 @@ use tokio::runtime::Runtime;
 
 use super::HttpLocation;
 use super::backend::{Backend, BackendError, too_large};
-use super::remote::{RemoteOptions, http_client, runtime};
+use super::remote::{RemoteOptions, http_client, runtime, timeout_from_env};
 
 /// A directory index page larger than this is not one.
 const MAX_PAGE: u64 = 16 << 20;
@@ -88,16 +88,6 @@ pub struct HttpBackend {
     gate: Gate,
 }
 
-/// The base deadline of one request: RESTORE_HTTP_TIMEOUT seconds, 30 by default.
-fn base_deadline() -> Duration {
-    let secs = std::env::var("RESTORE_HTTP_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&s| s > 0)
-        .unwrap_or(30);
-    Duration::from_secs(secs.min(3600))
-}
-
 impl HttpBackend {
     pub fn new(location: &HttpLocation, opts: &RemoteOptions) -> Result<HttpBackend> {
         let url = &location.url;
@@ -124,7 +114,8 @@ impl HttpBackend {
         Ok(HttpBackend {
             base,
             auth,
-            deadline: base_deadline(),
+            // The base deadline of one request: RESTORE_HTTP_TIMEOUT, 30 s by default.
+            deadline: timeout_from_env(Duration::from_secs(30)),
             client,
             rt: runtime()?,
             gate: Gate::default(),

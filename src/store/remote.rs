@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::runtime::Runtime;
@@ -64,6 +65,19 @@ pub fn lacks_system_roots(e: &anyhow::Error) -> bool {
     format!("{e:#}").contains("No CA certificates were loaded")
 }
 
+/// What restore calls itself in every HTTP request.
+pub const USER_AGENT: &str = concat!("restore/", env!("CARGO_PKG_VERSION"));
+
+/// The request deadline RESTORE_HTTP_TIMEOUT sets (seconds, at most an hour), else
+/// `default`: one variable for HTTP and S3 stores.
+pub fn timeout_from_env(default: Duration) -> Duration {
+    std::env::var("RESTORE_HTTP_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map_or(default, |s| Duration::from_secs(s.min(3600)))
+}
+
 /// An HTTP client set up by `configure` (timeouts) with restore's user agent, trusting the
 /// system's CA certificates plus `extra`; on a system without any (a minimal rescue system),
 /// the bundled roots plus `extra`.
@@ -72,9 +86,7 @@ pub fn http_client(
     configure: impl Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
 ) -> Result<reqwest::Client> {
     let build = |bundled: bool| -> Result<reqwest::Client> {
-        let builder = configure(
-            reqwest::Client::builder().user_agent(concat!("restore/", env!("CARGO_PKG_VERSION"))),
-        );
+        let builder = configure(reqwest::Client::builder().user_agent(USER_AGENT));
         let builder = if bundled {
             let mut roots = extra.to_vec();
             for der in bundled_roots() {

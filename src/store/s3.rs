@@ -14,7 +14,7 @@ use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, Retry
 use tokio::runtime::Runtime;
 
 use super::backend::{Backend, BackendError};
-use super::remote::{RemoteOptions, bundled_roots, lacks_system_roots, runtime};
+use super::remote::{RemoteOptions, bundled_roots, lacks_system_roots, runtime, timeout_from_env};
 
 pub struct S3Backend {
     s3: AmazonS3,
@@ -26,16 +26,6 @@ pub struct S3Backend {
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The deadline of a whole request, its answer and all of its body: RESTORE_HTTP_TIMEOUT
-/// seconds when set (as for HTTP stores), else 120.
-fn timeout() -> Duration {
-    let secs = env("RESTORE_HTTP_TIMEOUT")
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&s| s > 0)
-        .unwrap_or(120);
-    Duration::from_secs(secs.min(3600))
-}
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -65,10 +55,12 @@ impl S3Backend {
         let plain_http = endpoint_env
             .as_ref()
             .is_some_and(|u| u.starts_with("http://"));
+        // The deadline of a whole request, its answer and all of its body.
+        let timeout = timeout_from_env(Duration::from_secs(120));
         let build = |bundled: bool| -> Result<AmazonS3> {
             let mut client = ClientOptions::new()
                 .with_connect_timeout(CONNECT_TIMEOUT)
-                .with_timeout(timeout())
+                .with_timeout(timeout)
                 .with_allow_http(plain_http);
             for cert in &extra {
                 client = client.with_root_certificate(cert.clone());
@@ -93,7 +85,7 @@ impl S3Backend {
             if plain_http && super::transport::no_proxy_set() {
                 builder = builder.with_http_connector(super::transport::QuickAckHttp {
                     connect_timeout: CONNECT_TIMEOUT,
-                    timeout: timeout(),
+                    timeout,
                 });
             }
             if let Some(token) = env("AWS_SESSION_TOKEN") {

@@ -87,7 +87,7 @@ impl Connection for QuickAck {
 }
 
 /// Connects as hyper's HttpConnector does, then wraps the stream in QuickAck.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct QuickAckConnector(HttpConnector);
 
 impl QuickAckConnector {
@@ -123,12 +123,6 @@ pub struct Transport {
     timeout: Duration,
 }
 
-impl std::fmt::Debug for QuickAckConnector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("QuickAckConnector")
-    }
-}
-
 impl Transport {
     pub fn new(connect_timeout: Duration, timeout: Duration) -> Transport {
         let client = Client::builder(TokioExecutor::new())
@@ -152,7 +146,7 @@ impl HttpService for Transport {
     async fn call(&self, mut req: HttpRequest) -> Result<HttpResponse, HttpError> {
         req.headers_mut()
             .entry(http::header::USER_AGENT)
-            .or_insert(http::HeaderValue::from_static(USER_AGENT));
+            .or_insert(http::HeaderValue::from_static(super::remote::USER_AGENT));
         // One deadline for the answer and its whole body, as reqwest's `timeout` has: a
         // server that drips bytes cannot hold a request open beyond it.
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -168,8 +162,6 @@ impl HttpService for Transport {
         Ok(HttpResponse::from_parts(parts, HttpResponseBody::new(body)))
     }
 }
-
-const USER_AGENT: &str = concat!("restore/", env!("CARGO_PKG_VERSION"));
 
 /// A response body that fails with a timeout once its deadline passes.
 struct Deadline {
