@@ -505,27 +505,47 @@ fn run_parallel(
     stop: &(dyn Fn() -> bool + Sync),
     each: &(dyn Fn(usize, u64) -> Result<()> + Sync),
 ) -> Result<()> {
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let failure = FirstError::default();
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
             s.spawn(|| {
-                while !failed.load(Ordering::SeqCst) && !stop() {
+                while !failure.happened() && !stop() {
                     let Some((w, i)) = cursor.next() else { break };
                     if let Err(e) = each(w, i) {
-                        failed.store(true, Ordering::SeqCst);
-                        first_error
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get_or_insert(e);
+                        failure.record(e);
                     }
                 }
             });
         }
     });
-    match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
+    failure.into_result()
+}
+
+/// The first error of many workers; the others stop once one is recorded.
+#[derive(Default)]
+struct FirstError {
+    happened: AtomicBool,
+    first: Mutex<Option<anyhow::Error>>,
+}
+
+impl FirstError {
+    fn record(&self, e: anyhow::Error) {
+        self.happened.store(true, Ordering::SeqCst);
+        self.first
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(e);
+    }
+
+    fn happened(&self) -> bool {
+        self.happened.load(Ordering::SeqCst)
+    }
+
+    fn into_result(self) -> Result<()> {
+        match self.first.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -550,18 +570,11 @@ fn write_chunks(
     );
     let bytes = AtomicU64::new(0);
     let chunks = AtomicU64::new(0);
-    // A chunk handed out but not written (an error or an interrupt stopped the writers).
+    // A chunk handed out but not written because an interrupt (or a failure) stopped the
+    // writers; a failure is reported as such.
     let dropped = AtomicBool::new(false);
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    let fail = |e: anyhow::Error| {
-        failed.store(true, Ordering::SeqCst);
-        first_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(e);
-    };
-    let stopped = || failed.load(Ordering::SeqCst) || interrupt.raised();
+    let failure = FirstError::default();
+    let stopped = || failure.happened() || interrupt.raised();
     let zeros = vec![0u8; store.config.chunk_size as usize];
     let jobs = jobs.max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -593,8 +606,7 @@ fn write_chunks(
                         }) {
                             Ok(p) => Some(p),
                             Err(e) => {
-                                dropped.store(true, Ordering::SeqCst);
-                                fail(e);
+                                failure.record(e);
                                 break;
                             }
                         }
@@ -626,24 +638,17 @@ fn write_chunks(
                             progress.add(len);
                             failpoint::hit("after-chunk");
                         }
-                        Err(e) => {
-                            dropped.store(true, Ordering::SeqCst);
-                            fail(e);
-                        }
+                        Err(e) => failure.record(e),
                     }
                 }
             });
         }
     });
     let (bytes, chunks) = (bytes.into_inner(), chunks.into_inner());
-    match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        Some(e) => (bytes, chunks, Err(e)),
-        None => (
-            bytes,
-            chunks,
-            Ok(!dropped.into_inner() && cursor.next().is_none()),
-        ),
-    }
+    let finished = failure
+        .into_result()
+        .map(|()| !dropped.into_inner() && cursor.next().is_none());
+    (bytes, chunks, finished)
 }
 
 /// Writes chunk `i` of `item` from what a fetcher read (None: a chunk the writer makes
