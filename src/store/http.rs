@@ -12,7 +12,7 @@ use tokio::runtime::Runtime;
 
 use super::HttpLocation;
 use super::backend::{Backend, BackendError, too_large};
-use super::remote::{RemoteOptions, http_client, runtime, timeout_from_env};
+use super::remote::{RemoteOptions, http_client, run_on, runtime, timeout_from_env};
 
 /// A directory index page larger than this is not one.
 const MAX_PAGE: u64 = 16 << 20;
@@ -85,7 +85,7 @@ pub struct HttpBackend {
     deadline: Duration,
     client: reqwest::Client,
     rt: Runtime,
-    gate: Gate,
+    gate: std::sync::Arc<Gate>,
 }
 
 impl HttpBackend {
@@ -118,7 +118,7 @@ impl HttpBackend {
             deadline: timeout_from_env(Duration::from_secs(30)),
             client,
             rt: runtime()?,
-            gate: Gate::default(),
+            gate: Default::default(),
         })
     }
 
@@ -137,26 +137,33 @@ impl HttpBackend {
     ) -> Result<Option<Vec<u8>>, BackendError> {
         let url = self.url(key);
         let head = method == reqwest::Method::HEAD;
-        let timed_out = |after: Duration| {
-            BackendError::temporary(anyhow!(
-                "timed out: no complete answer from {url} within {:.0} s",
-                after.as_secs_f64()
-            ))
-        };
         let _pass = self.gate.enter();
-        self.rt.block_on(async {
-            let mut req = self.client.request(method, &url);
-            if let Some((user, password)) = &self.auth {
+        let (client, auth, gate, deadline) = (
+            self.client.clone(),
+            self.auth.clone(),
+            self.gate.clone(),
+            self.deadline,
+        );
+        let key = key.to_string();
+        run_on(&self.rt, async move {
+            let timed_out = |after: Duration| {
+                BackendError::temporary(anyhow!(
+                    "timed out: no complete answer from {url} within {:.0} s",
+                    after.as_secs_f64()
+                ))
+            };
+            let mut req = client.request(method, &url);
+            if let Some((user, password)) = &auth {
                 req = req.basic_auth(user, password.as_ref());
             }
-            let mut resp = tokio::time::timeout(self.deadline, req.send())
+            let mut resp = tokio::time::timeout(deadline, req.send())
                 .await
-                .map_err(|_| timed_out(self.deadline))?
+                .map_err(|_| timed_out(deadline))?
                 .map_err(|e| transport(e, &url))?;
-            self.gate.saw(&resp);
+            gate.saw(&resp);
             let status = resp.status();
             if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
-                return Err(BackendError::NotFound(key.to_string()));
+                return Err(BackendError::NotFound(key));
             }
             if !status.is_success() {
                 let e = anyhow!("HTTP {status} for {url}");
@@ -175,16 +182,16 @@ impl HttpBackend {
             if let Some(n) = expected
                 && n > max
             {
-                return Err(BackendError::Other(anyhow!(too_large(key, n, max))));
+                return Err(BackendError::Other(anyhow!(too_large(&key, n, max))));
             }
             let allowed =
-                self.deadline + Duration::from_secs(expected.unwrap_or(max).min(max) / MIN_RATE);
+                deadline + Duration::from_secs(expected.unwrap_or(max).min(max) / MIN_RATE);
             let mut body = Vec::with_capacity(expected.unwrap_or(0) as usize);
             let read = async {
                 while let Some(part) = resp.chunk().await.map_err(|e| transport(e, &url))? {
                     if (body.len() + part.len()) as u64 > max {
                         return Err(BackendError::Other(anyhow!(too_large(
-                            key,
+                            &key,
                             (body.len() + part.len()) as u64,
                             max
                         ))));
@@ -207,6 +214,7 @@ impl HttpBackend {
             }
             Ok(Some(body))
         })
+        .unwrap_or_else(|e| Err(BackendError::Other(e)))
     }
 
     /// Keys under `prefix` from the directory index pages of a static web server. The crawl

@@ -104,11 +104,28 @@ pub fn http_client(
     }
 }
 
+/// The network runtime: one thread runs every request's socket work (`run_on`); callers
+/// block on it. Measured on a 1 GiB restore from http.server (perf stat): 9,600-9,800 context
+/// switches and 1.15-1.23 CPU-s with two runtime threads, 6,500-6,800 and 1.05 CPU-s with one,
+/// and RGW restores as fast; decompressing and hashing stay on the callers' threads.
 pub fn runtime() -> Result<Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .thread_name("restore-net")
         .enable_all()
         .build()
         .context("starting the network runtime")
+}
+
+/// Runs a request on the runtime's own threads and waits for its answer. A future polled by
+/// the calling thread instead (`block_on` of the request itself) is woken from the runtime's
+/// I/O driver at every socket read: measured, 22,500 context switches in a 1 GiB restore from
+/// http.server (~37 per 1 MiB chunk) and 1.34 CPU-s, against 9,600-9,800 and 1.15-1.23 CPU-s
+/// on the runtime, where only its completion wakes the caller.
+pub fn run_on<T: Send + 'static>(
+    rt: &Runtime,
+    request: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T> {
+    rt.block_on(rt.spawn(request))
+        .map_err(|e| anyhow::anyhow!("a network request stopped: {e}"))
 }

@@ -14,7 +14,9 @@ use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, Retry
 use tokio::runtime::Runtime;
 
 use super::backend::{Backend, BackendError};
-use super::remote::{RemoteOptions, bundled_roots, lacks_system_roots, runtime, timeout_from_env};
+use super::remote::{
+    RemoteOptions, bundled_roots, lacks_system_roots, run_on, runtime, timeout_from_env,
+};
 
 pub struct S3Backend {
     s3: AmazonS3,
@@ -237,31 +239,24 @@ impl Backend for S3Backend {
     }
 
     fn get(&self, key: &str, max: u64) -> Result<Vec<u8>, BackendError> {
-        let path = self.path(key);
-        self.rt.block_on(async {
-            let got = self
-                .s3
-                .get(&path)
-                .await
-                .map_err(|e| self.classify(e, key))?;
+        let (s3, path) = (self.s3.clone(), self.path(key));
+        // On the runtime's thread (remote::run_on); what failed is classified here.
+        let got = run_on(&self.rt, async move {
+            let got = s3.get(&path).await?;
             if got.meta.size > max {
-                return Err(BackendError::Other(anyhow!(super::backend::too_large(
-                    key,
-                    got.meta.size,
-                    max
-                ))));
+                return Ok(Err(got.meta.size));
             }
-            let bytes = got.bytes().await.map_err(|e| self.classify(e, key))?;
+            let bytes = got.bytes().await?;
             if bytes.len() as u64 > max {
-                return Err(BackendError::Other(anyhow!(super::backend::too_large(
-                    key,
-                    bytes.len() as u64,
-                    max
-                ))));
+                return Ok(Err(bytes.len() as u64));
             }
-            // The body as collected, without a copy (it is the only handle on it).
-            Ok(Vec::from(bytes))
+            Ok(Ok(bytes))
         })
+        .map_err(BackendError::Other)?
+        .map_err(|e| self.classify(e, key))?
+        .map_err(|size| BackendError::Other(anyhow!(super::backend::too_large(key, size, max))))?;
+        // The body as collected, without a copy (it is the only handle on it).
+        Ok(Vec::from(got))
     }
 
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
