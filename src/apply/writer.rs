@@ -95,6 +95,29 @@ struct ChunkWork<'a> {
     patches: HashMap<u64, &'a ChunkPatch>,
 }
 
+/// Where the bytes of one chunk come from.
+enum Source<'a> {
+    /// Fetched, patched for a partition that moved, checked against the plan's hash.
+    Patched(&'a ChunkPatch),
+    /// Free filesystem space: nothing is written.
+    Free,
+    Zero,
+    /// The store's chunk, fetched by a fetcher.
+    Store(ChunkId),
+}
+
+impl<'a> ChunkWork<'a> {
+    fn source(&self, i: u64) -> Source<'a> {
+        let id = self.index.chunks[i as usize];
+        match self.patches.get(&i) {
+            Some(patch) => Source::Patched(patch),
+            None if id.is_free_marker() => Source::Free,
+            None if id.is_zero_marker() => Source::Zero,
+            None => Source::Store(id),
+        }
+    }
+}
+
 /// Everything the writer will write, loaded and checked before the first byte.
 pub struct Work<'a> {
     data: Vec<ChunkWork<'a>>,
@@ -590,28 +613,25 @@ fn write_chunks(
                 while !stopped() {
                     let Some((w, i)) = cursor.next() else { break };
                     let item = &work[w];
-                    let id = item.index.chunks[i as usize];
                     // Patched, zero and free chunks are the writer's; the rest is fetched.
-                    let fetch = !item.patches.contains_key(&i)
-                        && !id.is_free_marker()
-                        && !id.is_zero_marker();
-                    let packed = if fetch {
-                        let (_, len) = item.index.chunk_range(i);
-                        match store.get_packed(&id, len as usize).with_context(|| {
-                            format!(
-                                "{} of {}",
-                                item.action.name,
-                                disks[item.disk].path.display()
-                            )
-                        }) {
-                            Ok(p) => Some(p),
-                            Err(e) => {
-                                failure.record(e);
-                                break;
+                    let packed = match item.source(i) {
+                        Source::Store(id) => {
+                            let (_, len) = item.index.chunk_range(i);
+                            match store.get_packed(&id, len as usize).with_context(|| {
+                                format!(
+                                    "{} of {}",
+                                    item.action.name,
+                                    disks[item.disk].path.display()
+                                )
+                            }) {
+                                Ok(p) => Some(p),
+                                Err(e) => {
+                                    failure.record(e);
+                                    break;
+                                }
                             }
                         }
-                    } else {
-                        None
+                        _ => None,
                     };
                     if tx.send((w, i, packed)).is_err() {
                         dropped.store(true, Ordering::SeqCst);
@@ -662,21 +682,19 @@ fn write_one(
     zeros: &[u8],
 ) -> Result<u64> {
     let (start, len) = item.index.chunk_range(i);
-    let id = item.index.chunks[i as usize];
     let disk = disks[item.disk];
     let at = item.action.offset + start;
-    if let Some(patch) = item.patches.get(&i) {
-        write_patched(store, disk, item, i, patch)?;
-    } else if id.is_free_marker() {
-        // Free filesystem space: nothing to write.
-    } else if id.is_zero_marker() {
-        disk.write_zeroes(at, len, zeros)?;
-    } else {
-        let packed = packed.context("a fetched chunk went missing between fetch and write")?;
-        let data = store
-            .unpack(&id, len as usize, packed)
-            .with_context(|| format!("{} of {}", item.action.name, disk.path.display()))?;
-        disk.write_at(&data, at)?;
+    match item.source(i) {
+        Source::Patched(patch) => write_patched(store, disk, item, i, patch)?,
+        Source::Free => {}
+        Source::Zero => disk.write_zeroes(at, len, zeros)?,
+        Source::Store(id) => {
+            let packed = packed.context("a fetched chunk went missing between fetch and write")?;
+            let data = store
+                .unpack(&id, len as usize, packed)
+                .with_context(|| format!("{} of {}", item.action.name, disk.path.display()))?;
+            disk.write_at(&data, at)?;
+        }
     }
     Ok(len)
 }
