@@ -6,14 +6,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::chunk::ChunkId;
 use crate::manifest;
+use crate::parallel::FirstError;
 use crate::progress::Progress;
 use crate::signing::Trust;
 use crate::store::{Store, shard};
@@ -173,66 +174,53 @@ pub fn check(
         items.len() as u64
     };
     progress.start("check", total);
-    let next = AtomicUsize::new(0);
     let bytes = AtomicU64::new(0);
     let found: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
-    let access: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..opts.jobs.clamp(1, 64).min(items.len().max(1)) {
-            s.spawn(|| {
-                while let Some((id, n)) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if access.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
-                        break;
-                    }
-                    let key = shard(if n.index { "indexes" } else { "chunks" }, id);
-                    let size = if listed {
-                        Ok(sizes.get(&key).copied())
-                    } else {
-                        store.size(&key)
-                    };
-                    let problem = match size {
-                        Err(e) => {
-                            access
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(e);
-                            break;
-                        }
-                        Ok(None) => Some("missing".to_string()),
-                        Ok(Some(size)) if n.index => {
-                            if opts.read_data {
-                                bytes.fetch_add(n.len, Ordering::Relaxed);
-                            }
-                            // Indexes were read above; a damaged one is already listed.
-                            (size == 0).then(|| "it is empty".to_string())
-                        }
-                        Ok(Some(size)) => {
-                            let p = store.chunk_problem(id, &key, size, n.len, opts.read_data);
-                            if opts.read_data {
-                                bytes.fetch_add(n.len, Ordering::Relaxed);
-                            }
-                            p
-                        }
-                    };
-                    progress.add(if opts.read_data { n.len } else { 1 });
-                    if let Some(problem) = problem {
-                        found
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(Problem {
-                                object: key,
-                                problem,
-                                breaks: n.users.iter().map(|&u| names[u].clone()).collect(),
-                            });
-                    }
+    let access = FirstError::default();
+    crate::parallel::for_each(&items, opts.jobs.clamp(1, 64), |_, (id, n)| {
+        if access.happened() {
+            return;
+        }
+        let key = shard(if n.index { "indexes" } else { "chunks" }, id);
+        let size = if listed {
+            Ok(sizes.get(&key).copied())
+        } else {
+            store.size(&key)
+        };
+        let problem = match size {
+            Err(e) => return access.record(e),
+            Ok(None) => Some("missing".to_string()),
+            Ok(Some(size)) if n.index => {
+                if opts.read_data {
+                    bytes.fetch_add(n.len, Ordering::Relaxed);
                 }
-            });
+                // Indexes were read above; a damaged one is already listed.
+                (size == 0).then(|| "it is empty".to_string())
+            }
+            Ok(Some(size)) => {
+                let p = store.chunk_problem(id, &key, size, n.len, opts.read_data);
+                if opts.read_data {
+                    bytes.fetch_add(n.len, Ordering::Relaxed);
+                }
+                p
+            }
+        };
+        progress.add(if opts.read_data { n.len } else { 1 });
+        if let Some(problem) = problem {
+            found
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Problem {
+                    object: key,
+                    problem,
+                    breaks: n.users.iter().map(|&u| names[u].clone()).collect(),
+                });
         }
     });
     progress.finish();
-    if let Some(e) = access.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e.context(format!("checking store {}", store.describe())));
-    }
+    access
+        .into_result()
+        .with_context(|| format!("checking store {}", store.describe()))?;
     let mut found = found.into_inner().unwrap_or_else(|p| p.into_inner());
     found.sort_by(|a, b| a.object.cmp(&b.object));
     report.problems.extend(found);

@@ -6,8 +6,7 @@
 //! stops prune before it deletes anything: what they reference cannot be known.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -15,6 +14,7 @@ use serde::Serialize;
 
 use crate::chunk::ChunkId;
 use crate::manifest;
+use crate::parallel::FirstError;
 use crate::progress::Progress;
 use crate::signing::Trust;
 use crate::store::{Store, lock};
@@ -135,34 +135,22 @@ fn delete_all(
     progress: &dyn Progress,
 ) -> Result<()> {
     progress.start("prune", doomed.iter().map(|d| d.1).sum());
-    let next = AtomicUsize::new(0);
-    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let failed = FirstError::default();
     let done = AtomicU64::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..16.min(doomed.len()) {
-            s.spawn(|| {
-                while let Some((key, size, _)) = doomed.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if failed.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
-                        break;
-                    }
-                    match store.delete(key) {
-                        Ok(()) => {
-                            done.fetch_add(1, Ordering::Relaxed);
-                            progress.add(*size);
-                        }
-                        Err(e) => {
-                            failed
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(e);
-                        }
-                    }
-                }
-            });
+    crate::parallel::for_each(doomed, 16, |_, (key, size, _)| {
+        if failed.happened() {
+            return;
+        }
+        match store.delete(key) {
+            Ok(()) => {
+                done.fetch_add(1, Ordering::Relaxed);
+                progress.add(*size);
+            }
+            Err(e) => failed.record(e),
         }
     });
     progress.finish();
-    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    if let Err(e) = failed.into_result() {
         bail!(
             "prune deleted {} of {} unreferenced objects, then failed: {e:#}; run prune again",
             done.into_inner(),

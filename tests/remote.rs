@@ -701,3 +701,96 @@ fn no_system_roots() -> Vec<(String, String)> {
         ("SSL_CERT_DIR".into(), "/nonexistent".into()),
     ]
 }
+
+/// A prune the store refuses (a bucket policy that forbids deleting, a server that dies)
+/// ends with one line saying how far it got; the snapshot kept stays whole and restores
+/// byte-equal; a second prune finishes the job.
+#[test]
+fn a_prune_the_store_refuses_stops_cleanly_and_a_second_finishes() {
+    let tmp = Tmp::new();
+    let s3 = s3_server(&tmp, &[]);
+    create_bucket(&s3, "backups");
+    let direct = s3_env(s3.port);
+    let src = tmp.path("src.img");
+    gpt_server_disk(&src, SIZE, &tmp);
+    let capture = [
+        "capture",
+        "--store",
+        "s3://backups",
+        "--host",
+        "web-3",
+        "--no-progress",
+        p(&src),
+    ];
+    run_ok(&capture, &direct);
+    // The second snapshot differs in 4 MiB of partition 5: forgetting the first leaves its
+    // chunks of that region unreferenced.
+    write_at(&src, DATA5, &random_bytes(77, 4 * MIB as usize));
+    run_ok(&capture, &direct);
+    let out = run_ok(
+        &[
+            "forget",
+            "--store",
+            "s3://backups",
+            "--keep-last",
+            "1",
+            "--no-progress",
+        ],
+        &direct,
+    );
+    assert!(out.contains("forgot 1 of 2"), "{out}");
+
+    // object_store deletes with DeleteObjects (POST /bucket?delete): refuse every one.
+    let proxy = fault_proxy(&tmp, free_port(), s3.port, &["--forbid", "?delete"]);
+    let prune = ["prune", "--store", "s3://backups", "--no-progress"];
+    let err = run_fails(&prune, &s3_env(proxy.port), &[]);
+    assert!(
+        err.contains("prune deleted 0 of ")
+            && err.contains("then failed")
+            && err.contains("run prune again"),
+        "{err}"
+    );
+    let refused = proxy_stats(&proxy)["403"].as_u64().unwrap();
+    assert!(
+        (1..=16).contains(&refused),
+        "the first refusal stops the rest: {refused}"
+    );
+
+    let t = tmp.path("t.img");
+    blank(&t, SIZE);
+    apply("s3://backups", &t, &direct);
+    assert_same(&src, &t);
+    let prune_json = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "prune",
+            "--store",
+            "s3://backups",
+            "--json",
+            "--no-progress",
+        ];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&run_ok(&args, &direct)).expect("prune JSON")
+    };
+    let doomed: u64 = err
+        .split("prune deleted 0 of ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("how many objects prune meant to delete");
+    assert!(
+        doomed >= 2,
+        "the forgotten snapshot's own chunks and index: {err}"
+    );
+    let second = prune_json(&[]);
+    assert_eq!(
+        second["deleted_chunks"].as_u64().unwrap() + second["deleted_indexes"].as_u64().unwrap(),
+        doomed,
+        "{second}"
+    );
+    let third = prune_json(&["--dry-run"]);
+    assert_eq!(third["deleted_chunks"], 0, "{third}");
+    assert_eq!(third["deleted_indexes"], 0, "{third}");
+    blank(&t, SIZE);
+    apply("s3://backups", &t, &direct);
+    assert_same(&src, &t);
+}

@@ -19,6 +19,7 @@ use crate::boot::{efivars, esp};
 use crate::chunk::ChunkId;
 use crate::disk::Disk;
 use crate::failpoint;
+use crate::parallel::FirstError;
 use crate::plan::{Action, BootEntryWrite, ChunkPatch, Component, FileCopy, Plan, TableWrite};
 use crate::progress::Progress;
 use crate::store::Store;
@@ -542,34 +543,6 @@ fn run_parallel(
         }
     });
     failure.into_result()
-}
-
-/// The first error of many workers; the others stop once one is recorded.
-#[derive(Default)]
-struct FirstError {
-    happened: AtomicBool,
-    first: Mutex<Option<anyhow::Error>>,
-}
-
-impl FirstError {
-    fn record(&self, e: anyhow::Error) {
-        self.happened.store(true, Ordering::SeqCst);
-        self.first
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(e);
-    }
-
-    fn happened(&self) -> bool {
-        self.happened.load(Ordering::SeqCst)
-    }
-
-    fn into_result(self) -> Result<()> {
-        match self.first.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
 }
 
 /// Fetches, verifies and writes the chunks of `work`: `jobs` fetchers keep that many store
