@@ -62,6 +62,19 @@ fn apply_args<'a>(store: &'a str, host: &'a str, target: &'a Path) -> [&'a str; 
     ]
 }
 
+/// `restore capture` of `src` as `host` into `store`.
+fn capture_args<'a>(store: &'a str, host: &'a str, src: &'a Path) -> [&'a str; 7] {
+    [
+        "capture",
+        "--store",
+        store,
+        "--host",
+        host,
+        "--no-progress",
+        p(src),
+    ]
+}
+
 fn apply(store: &str, target: &Path, env: &[(String, String)]) -> String {
     run_ok(
         &[
@@ -425,15 +438,7 @@ fn faults_on_the_wire_do_not_change_the_result() {
         ],
     );
     run_ok(
-        &[
-            "capture",
-            "--store",
-            "s3://backups",
-            "--host",
-            "web-3",
-            "--no-progress",
-            p(&src),
-        ],
+        &capture_args("s3://backups", "web-3", &src),
         &s3_env(proxy.port),
     );
     let t = tmp.path("t3.img");
@@ -713,15 +718,7 @@ fn a_prune_the_store_refuses_stops_cleanly_and_a_second_finishes() {
     let direct = s3_env(s3.port);
     let src = tmp.path("src.img");
     gpt_server_disk(&src, SIZE, &tmp);
-    let capture = [
-        "capture",
-        "--store",
-        "s3://backups",
-        "--host",
-        "web-3",
-        "--no-progress",
-        p(&src),
-    ];
+    let capture = capture_args("s3://backups", "web-3", &src);
     run_ok(&capture, &direct);
     // The second snapshot differs in 4 MiB of partition 5: forgetting the first leaves its
     // chunks of that region unreferenced.
