@@ -743,6 +743,8 @@ fn a_prune_the_store_refuses_stops_cleanly_and_a_second_finishes() {
     let err = run_fails(&prune, &s3_env(proxy.port), &[]);
     assert!(
         err.contains("prune deleted 0 of ")
+            && err.contains("refused to delete ")
+            && err.contains("s3:DeleteObject")
             && err.contains("then failed")
             && err.contains("run prune again"),
         "{err}"

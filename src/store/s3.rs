@@ -299,6 +299,15 @@ impl Backend for S3Backend {
         let path = self.path(key);
         match self.rt.block_on(self.s3.delete(&path)) {
             Ok(()) => Ok(()),
+            // Keys that may read but not delete are the usual setup of an append-only bucket
+            // (and object lock refuses deletes too): credentials are not what to check.
+            Err(e @ object_store::Error::PermissionDenied { .. }) => {
+                Err(anyhow!("{}", first_line(&e.to_string())).context(format!(
+                    "S3 at {} refused to delete {key} from bucket {}: prune and forget need a key \
+                 allowed s3:DeleteObject (and no object lock retention on the object)",
+                    self.endpoint, self.bucket
+                )))
+            }
             Err(e) => match self.classify(e, key) {
                 BackendError::NotFound(_) => Ok(()),
                 BackendError::Other(e) => Err(e.context(format!("deleting {key}"))),
