@@ -79,13 +79,23 @@ class Proxy:
         with self.lock:
             self.in_flight += 1
             self.stats["most_in_flight"] = max(self.stats["most_in_flight"], self.in_flight)
-        try:
-            self.answer(conn)
-        finally:
-            with self.lock:
-                self.in_flight -= 1
+        counted = [True]
 
-    def answer(self, conn):
+        # A request stops counting as in flight before the last bytes of its answer go out:
+        # the client can only start its next request after they arrive, so the count never
+        # includes an answered request whose handler thread has not finished yet.
+        def release():
+            if counted[0]:
+                counted[0] = False
+                with self.lock:
+                    self.in_flight -= 1
+
+        try:
+            self.answer(conn, release)
+        finally:
+            release()
+
+    def answer(self, conn, release):
         try:
             head, rest = read_head(conn)
             if head is None:
@@ -101,6 +111,7 @@ class Proxy:
             if head.startswith(b"GET /__stats "):
                 with self.lock:
                     body = json.dumps(self.stats).encode()
+                release()
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
                 conn.close()
                 return
@@ -112,16 +123,19 @@ class Proxy:
                     line = head.split(b"\r\n")[0]
                     self.forbidden[line] = self.forbidden.get(line, 0) + 1
                     self.stats["most_403_per_path"] = max(self.forbidden.values())
+                release()
                 conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 conn.close()
                 return
             if r < a.p503:
                 self.count("503")
+                release()
                 conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 conn.close()
                 return
             if r < a.p503 + a.p429:
                 self.count("429")
+                release()
                 conn.sendall(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 conn.close()
                 return
@@ -147,15 +161,18 @@ class Proxy:
                 time.sleep(delay)
             if r < a.p503 + a.p429 + a.preset and len(body) > 1:
                 self.count("reset")
+                release()
                 conn.sendall(with_close(rhead) + b"\r\n\r\n" + body[: len(body) // 2])
                 reset(conn)
                 return
             if r < a.p503 + a.p429 + a.preset + a.ptruncate and len(body) > 1:
                 self.count("truncate")
+                release()
                 conn.sendall(with_close(rhead) + b"\r\n\r\n" + body[: len(body) // 2])
                 conn.close()
                 return
             self.count("ok")
+            release()
             conn.sendall(with_close(rhead) + b"\r\n\r\n" + body)
             conn.close()
         except OSError:
