@@ -1,8 +1,9 @@
 //! S3 against a real Ceph RADOS Gateway (Debian's radosgw on a single-node memstore cluster
 //! that scripts/rgw.sh starts on 127.0.0.1): full and minimal restores, four hosts capturing
 //! into one bucket at once, and retries through tests/fault_proxy.py in front of the gateway.
-//! Opt-in with RESTORE_TEST_RGW=1 (a cluster takes seconds to start and ~1 GiB of memory);
-//! one cluster serves every case, which run in sequence in one test.
+//! scripts/test.sh and CI run it; a bare `cargo test` skips it unless RESTORE_TEST_RGW=1 (a
+//! cluster takes seconds to start and ~1 GiB of memory). One cluster serves every case, which
+//! run in sequence in one test.
 
 mod common;
 use common::servers::*;
