@@ -52,32 +52,42 @@ impl Store {
 
     /// A web server's directory index page of a shard names many chunks in one request:
     /// where the chunks asked about share shards, the pages confirm what they name and only
-    /// the rest is checked one by one. A server without index pages costs one request more
-    /// than checking every chunk.
+    /// the rest is checked one by one. The first shard's page is asked for alone, so a server
+    /// without index pages costs one request more than checking every chunk, not one per
+    /// worker.
     fn missing_by_pages(&self, ids: &[ChunkId]) -> Result<Option<ChunkId>> {
         let shards = by_shard(ids);
         if shards.len() * PAGE_GAIN > ids.len() {
             return self.missing_by_checks(ids);
         }
-        let unconfirmed: Mutex<Vec<ChunkId>> = Mutex::new(Vec::new());
+        let not_on_page = |keys: Vec<String>, wanted: &[ChunkId]| -> Vec<ChunkId> {
+            let have: HashSet<String> = keys.into_iter().collect();
+            wanted
+                .iter()
+                .filter(|id| !have.contains(&shard("chunks", id)))
+                .copied()
+                .collect()
+        };
+        let Some((first, others)) = shards.split_first() else {
+            return Ok(None);
+        };
+        let Some(keys) = self.backend.folder_page(&first.0) else {
+            // No index pages here: every chunk is checked by itself.
+            return self.missing_by_checks(ids);
+        };
+        let unconfirmed: Mutex<Vec<ChunkId>> = Mutex::new(not_on_page(keys, &first.1));
         let no_pages = std::sync::atomic::AtomicBool::new(false);
-        first_found(&shards, |(folder, wanted)| {
+        first_found(others, |(folder, wanted)| {
             let page = if no_pages.load(Ordering::Relaxed) {
                 None
             } else {
                 self.backend.folder_page(folder)
             };
-            let rest: Vec<ChunkId> = match page {
-                Some(keys) => {
-                    let have: HashSet<String> = keys.into_iter().collect();
-                    wanted
-                        .iter()
-                        .filter(|id| !have.contains(&shard("chunks", id)))
-                        .copied()
-                        .collect()
-                }
+            let rest = match page {
+                Some(keys) => not_on_page(keys, wanted),
                 None => {
-                    // No index pages here: every chunk is checked by itself.
+                    // A page refused after the first was served: the rest of the shards are
+                    // checked chunk by chunk.
                     no_pages.store(true, Ordering::Relaxed);
                     wanted.clone()
                 }
