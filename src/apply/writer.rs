@@ -266,7 +266,16 @@ impl<'a> Work<'a> {
             if want.is_free_marker() {
                 return Ok(());
             }
-            let have = ChunkId::for_content(&disk.read_vec(item.action.offset + start, len)?);
+            // Each worker reads back into the same buffer: a fresh one per chunk was an
+            // allocation (and under musl a mapping faulted in page by page) per chunk.
+            thread_local! {
+                static BACK: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+            }
+            let have = BACK.with_borrow_mut(|buf| -> Result<ChunkId> {
+                buf.resize(len as usize, 0);
+                disk.read_at(buf, item.action.offset + start)?;
+                Ok(ChunkId::for_content(buf))
+            })?;
             ensure!(
                 have == want,
                 "verify: chunk {i} of {} on {} does not match the snapshot after writing",
@@ -578,6 +587,16 @@ fn write_chunks(
     let (tx, rx) =
         std::sync::mpsc::sync_channel::<(usize, u64, Option<crate::store::Packed>)>(writers);
     let rx = Mutex::new(rx);
+    // A fetched chunk's buffer goes back to the fetchers once the chunk is written, so a
+    // restore reads through about `jobs + writers` allocations, not one per chunk.
+    let spare: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    let take_spare = || {
+        spare
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    };
     std::thread::scope(|s| {
         for _ in 0..jobs {
             let tx = tx.clone();
@@ -590,13 +609,16 @@ fn write_chunks(
                     let packed = match item.source(i) {
                         Source::Store(id) => {
                             let (_, len) = item.index.chunk_range(i);
-                            match store.get_packed(&id, len as usize).with_context(|| {
-                                format!(
-                                    "{} of {}",
-                                    item.action.name,
-                                    disks[item.disk].path.display()
-                                )
-                            }) {
+                            let buf = take_spare();
+                            match store
+                                .get_packed_in(&id, len as usize, buf)
+                                .with_context(|| {
+                                    format!(
+                                        "{} of {}",
+                                        item.action.name,
+                                        disks[item.disk].path.display()
+                                    )
+                                }) {
                                 Ok(p) => Some(p),
                                 Err(e) => {
                                     failure.record(e);
@@ -616,6 +638,8 @@ fn write_chunks(
         drop(tx);
         for _ in 0..writers {
             s.spawn(|| {
+                // Every chunk this writer decompresses goes through one buffer.
+                let mut buf = Vec::new();
                 loop {
                     let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                     let Ok((w, i, packed)) = next else { break };
@@ -624,7 +648,15 @@ fn write_chunks(
                         dropped.store(true, Ordering::SeqCst);
                         continue;
                     }
-                    match write_one(store, disks, &work[w], i, packed, &zeros) {
+                    let written =
+                        write_one(store, disks, &work[w], i, packed.as_ref(), &zeros, &mut buf);
+                    if let Some(p) = packed {
+                        let mut spare = spare.lock().unwrap_or_else(|e| e.into_inner());
+                        if spare.len() < jobs + writers {
+                            spare.push(p.into_buffer());
+                        }
+                    }
+                    match written {
                         Ok(len) => {
                             bytes.fetch_add(len, Ordering::Relaxed);
                             chunks.fetch_add(1, Ordering::Relaxed);
@@ -645,14 +677,15 @@ fn write_chunks(
 }
 
 /// Writes chunk `i` of `item` from what a fetcher read (None: a chunk the writer makes
-/// itself). Returns its length.
+/// itself), decompressing into `buf`. Returns its length.
 fn write_one(
     store: &Store,
     disks: &[&Disk],
     item: &ChunkWork,
     i: u64,
-    packed: Option<crate::store::Packed>,
+    packed: Option<&crate::store::Packed>,
     zeros: &[u8],
+    buf: &mut Vec<u8>,
 ) -> Result<u64> {
     let (start, len) = item.index.chunk_range(i);
     let disk = disks[item.disk];
@@ -663,10 +696,10 @@ fn write_one(
         Source::Zero => disk.write_zeroes(at, len, zeros)?,
         Source::Store(id) => {
             let packed = packed.context("a fetched chunk went missing between fetch and write")?;
-            let data = store
-                .unpack(&id, len as usize, packed)
+            store
+                .unpack_into(&id, len as usize, packed, buf)
                 .with_context(|| format!("{} of {}", item.action.name, disk.path.display()))?;
-            disk.write_at(&data, at)?;
+            disk.write_at(buf, at)?;
         }
     }
     Ok(len)

@@ -49,6 +49,12 @@ pub trait Backend: Send + Sync {
     /// Reads an object of at most `max` bytes. A larger one is refused (a permanent error)
     /// without being read: a store is not trusted to size the memory it takes.
     fn get(&self, key: &str, max: u64) -> Result<Vec<u8>, BackendError>;
+    /// `get` into `buf` (replacing what it held), keeping its allocation where the backend
+    /// can: a restore reads every chunk through a few recycled buffers.
+    fn get_into(&self, key: &str, max: u64, buf: &mut Vec<u8>) -> Result<(), BackendError> {
+        *buf = self.get(key, max)?;
+        Ok(())
+    }
     /// Writes `data` under `key` atomically: readers see the old state or all of the new bytes.
     fn put(&self, key: &str, data: &[u8]) -> Result<()>;
     fn exists(&self, key: &str) -> Result<bool>;
@@ -144,16 +150,23 @@ impl Backend for LocalBackend {
     }
 
     fn get(&self, key: &str, max: u64) -> Result<Vec<u8>, BackendError> {
+        let mut data = Vec::new();
+        self.get_into(key, max, &mut data)?;
+        Ok(data)
+    }
+
+    fn get_into(&self, key: &str, max: u64, data: &mut Vec<u8>) -> Result<(), BackendError> {
         use std::io::Read;
         let path = self.path(key);
-        let read = || -> std::io::Result<Vec<u8>> {
+        let mut read = || -> std::io::Result<()> {
             let f = fs::File::open(&path)?;
             let len = f.metadata()?.len();
             if len > max {
                 return Err(std::io::Error::other(too_large(key, len, max)));
             }
-            let mut data = Vec::with_capacity(len as usize);
-            f.take(max + 1).read_to_end(&mut data)?;
+            data.clear();
+            data.reserve_exact(len as usize);
+            f.take(max + 1).read_to_end(data)?;
             if data.len() as u64 > max {
                 return Err(std::io::Error::other(too_large(
                     key,
@@ -161,10 +174,10 @@ impl Backend for LocalBackend {
                     max,
                 )));
             }
-            Ok(data)
+            Ok(())
         };
         match read() {
-            Ok(data) => Ok(data),
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 Err(BackendError::NotFound(key.to_string()))
             }

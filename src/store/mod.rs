@@ -40,6 +40,24 @@ const MAX_INDEX_BODY: u64 = 1 << 30;
 /// The largest content-addressed object: a chunk is at most 16 MiB, a used-space map 64 MiB.
 pub const MAX_OBJECT: u64 = 64 << 20;
 
+/// zstd at ZSTD_LEVEL, with one compression context per thread: a context holds megabytes of
+/// tables, and making one per chunk cost an allocation each time (under musl's allocator, a
+/// fresh mapping faulted in page by page). The output is the same as a new context's.
+fn compress(data: &[u8]) -> Result<Vec<u8>> {
+    thread_local! {
+        static CCTX: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    CCTX.with_borrow_mut(|c| {
+        let c = match c {
+            Some(c) => c,
+            None => c.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+        };
+        c.compress(data)
+    })
+    .context("compressing a chunk")
+}
+
 /// The most a zstd frame of `len` bytes may take when stored.
 fn packed_bound(len: u64) -> u64 {
     // zstd's worst case is its input plus a small header and block overheads.
@@ -101,6 +119,15 @@ pub enum Packed {
     Stored(Vec<u8>),
     /// The chunk itself, checked when this run first read it.
     Verified(Vec<u8>),
+}
+
+impl Packed {
+    /// The buffer, to read the next chunk into (`Store::get_packed_in`).
+    pub fn into_buffer(self) -> Vec<u8> {
+        match self {
+            Packed::Stored(b) | Packed::Verified(b) => b,
+        }
+    }
 }
 
 /// What `put_chunk` did.
@@ -219,8 +246,7 @@ impl Store {
                 // Without cheap range reads (S3) the frame cannot be walked: the object must
                 // be exactly as long as this chunk compresses to (zstd is deterministic).
                 None if !verify && !self.backend.reads_ranges() => {
-                    let p =
-                        zstd::bulk::compress(data, ZSTD_LEVEL).context("compressing a chunk")?;
+                    let p = compress(data)?;
                     if p.len() as u64 == size {
                         return Ok(Stored::Existed);
                     }
@@ -234,7 +260,7 @@ impl Store {
         };
         let packed = match packed {
             Some(p) => p,
-            None => zstd::bulk::compress(data, ZSTD_LEVEL).context("compressing a chunk")?,
+            None => compress(data)?,
         };
         self.backend.put(&key, &packed)?;
         Ok(match damage {
@@ -289,6 +315,17 @@ impl Store {
     /// itself when this run already holds it verified. `unpack` does the CPU half, so a
     /// restore can keep its requests in flight while other threads decompress and hash.
     pub fn get_packed(&self, id: &ChunkId, expected_len: usize) -> Result<Packed> {
+        self.get_packed_in(id, expected_len, Vec::new())
+    }
+
+    /// `get_packed` reading into `buf`, a buffer handed back by `Packed::into_buffer`, so a
+    /// restore reads its chunks through a few allocations instead of one per chunk.
+    pub fn get_packed_in(
+        &self,
+        id: &ChunkId,
+        expected_len: usize,
+        mut buf: Vec<u8>,
+    ) -> Result<Packed> {
         if expected_len <= memo::SMALL_CHUNK
             && let Some(data) = self.memo.chunk(id)
         {
@@ -303,20 +340,45 @@ impl Store {
         if let Some(why) = self.memo.failure(id) {
             bail!(why);
         }
-        self.fetch_packed(id, expected_len).map(Packed::Stored)
+        self.fetch_packed_into(id, expected_len, &mut buf)?;
+        Ok(Packed::Stored(buf))
     }
 
     /// Decompresses what `get_packed` returned and checks that it hashes to `id`.
     pub fn unpack(&self, id: &ChunkId, expected_len: usize, packed: Packed) -> Result<Vec<u8>> {
-        let packed = match packed {
-            Packed::Verified(data) => return Ok(data),
-            Packed::Stored(packed) => packed,
-        };
-        let data = self.decompress(id, expected_len, &packed)?;
-        if expected_len <= memo::SMALL_CHUNK {
-            self.memo.keep_chunk(id, &data);
+        match packed {
+            Packed::Verified(data) => Ok(data),
+            stored => {
+                let mut data = Vec::new();
+                self.unpack_into(id, expected_len, &stored, &mut data)?;
+                Ok(data)
+            }
         }
-        Ok(data)
+    }
+
+    /// `unpack` into `out`, whose allocation is kept: a restore's writer thread decompresses
+    /// every chunk into the same buffer instead of allocating (and, under musl's allocator,
+    /// mapping and faulting in) a fresh one per chunk.
+    pub fn unpack_into(
+        &self,
+        id: &ChunkId,
+        expected_len: usize,
+        packed: &Packed,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        match packed {
+            Packed::Verified(data) => {
+                out.clear();
+                out.extend_from_slice(data);
+            }
+            Packed::Stored(packed) => {
+                self.decompress_into(id, expected_len, packed, out)?;
+                if expected_len <= memo::SMALL_CHUNK {
+                    self.memo.keep_chunk(id, out);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// As `get_chunk`, always from the store (what a check of the store must read).
@@ -326,6 +388,17 @@ impl Store {
     }
 
     fn fetch_packed(&self, id: &ChunkId, expected_len: usize) -> Result<Vec<u8>> {
+        let mut packed = Vec::new();
+        self.fetch_packed_into(id, expected_len, &mut packed)?;
+        Ok(packed)
+    }
+
+    fn fetch_packed_into(
+        &self,
+        id: &ChunkId,
+        expected_len: usize,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
         ensure!(
             expected_len as u64 <= MAX_OBJECT,
             "object {id} would be {expected_len} bytes, larger than any object of store {}",
@@ -333,7 +406,7 @@ impl Store {
         );
         let key = shard("chunks", id);
         self.backend
-            .get(&key, packed_bound(expected_len as u64))
+            .get_into(&key, packed_bound(expected_len as u64), buf)
             .map_err(|e| match e {
                 BackendError::NotFound(_) => {
                     anyhow::anyhow!("chunk {id} is missing from store {}", self.describe())
@@ -346,28 +419,41 @@ impl Store {
     }
 
     fn decompress(&self, id: &ChunkId, expected_len: usize, packed: &[u8]) -> Result<Vec<u8>> {
+        let mut data = Vec::new();
+        self.decompress_into(id, expected_len, packed, &mut data)?;
+        Ok(data)
+    }
+
+    /// Decompresses into `out` (at most its capacity, which is made at least `expected_len`)
+    /// and checks that the result is `expected_len` bytes that hash to `id`.
+    fn decompress_into(
+        &self,
+        id: &ChunkId,
+        expected_len: usize,
+        packed: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         // One decompression context per thread: creating one per chunk showed in profiles.
         thread_local! {
             static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
                 const { std::cell::RefCell::new(None) };
         }
-        let data = DCTX
-            .with_borrow_mut(|d| {
-                let d = match d {
-                    Some(d) => d,
-                    None => d.insert(zstd::bulk::Decompressor::new()?),
-                };
-                d.decompress(packed, expected_len.max(1))
-            })
-            .map_err(|e| {
-                anyhow::anyhow!("chunk {id} in store {} is corrupt: {e}", self.describe())
-            })?;
+        out.clear();
+        out.reserve_exact(expected_len.max(1));
+        DCTX.with_borrow_mut(|d| {
+            let d = match d {
+                Some(d) => d,
+                None => d.insert(zstd::bulk::Decompressor::new()?),
+            };
+            d.decompress_to_buffer(packed, out)
+        })
+        .map_err(|e| anyhow::anyhow!("chunk {id} in store {} is corrupt: {e}", self.describe()))?;
         ensure!(
-            ChunkId::of(&data) == *id && data.len() == expected_len,
+            out.len() == expected_len && ChunkId::of(out) == *id,
             "chunk {id} in store {} is corrupt: its bytes do not match its hash",
             self.describe()
         );
-        Ok(data)
+        Ok(())
     }
 
     /// Stores a chunk index unless the store holds it whole already (checked as chunks are).
@@ -389,7 +475,7 @@ impl Store {
             Some(_) => true,
         };
         if !sound {
-            let packed = zstd::bulk::compress(&body, ZSTD_LEVEL)?;
+            let packed = compress(&body)?;
             self.backend.put(&key, &packed)?;
         }
         Ok(id)
@@ -749,4 +835,69 @@ fn backend_for(location: &Location) -> Result<Box<dyn Backend>> {
             retry::RetryPolicy::default(),
         )),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes that compress poorly, so a frame is about as long as the chunk.
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn recycled_buffers_give_exactly_each_chunk_and_no_longer_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::Local(dir.path().join("store"));
+        let (store, _) = Store::open_or_create(&location, None).unwrap();
+        let big = noise(1 << 20, 1);
+        let small = noise(100 << 10, 2);
+        let (big_id, small_id) = (ChunkId::of(&big), ChunkId::of(&small));
+        store.put_chunk(&big_id, &big, false).unwrap();
+        store.put_chunk(&small_id, &small, false).unwrap();
+
+        // The big chunk through fresh buffers, then the small one through the same, larger
+        // buffers: exactly the small chunk's bytes come out, nothing of the big one's.
+        let mut out = Vec::new();
+        let packed = store.get_packed_in(&big_id, big.len(), Vec::new()).unwrap();
+        store
+            .unpack_into(&big_id, big.len(), &packed, &mut out)
+            .unwrap();
+        assert_eq!(out, big);
+        let packed = store
+            .get_packed_in(&small_id, small.len(), packed.into_buffer())
+            .unwrap();
+        assert!(matches!(packed, Packed::Stored(ref p) if p.capacity() >= 1 << 20));
+        store
+            .unpack_into(&small_id, small.len(), &packed, &mut out)
+            .unwrap();
+        assert_eq!(out, small);
+
+        // A hostile store answers the small chunk's key with a short frame of 1 MiB: the
+        // recycled buffer has room for what it unpacks to, but the chunk is refused as corrupt.
+        let frame = compress(&b"0123456789abcdef".repeat(1 << 16)).unwrap();
+        assert!(frame.len() < small.len());
+        std::fs::write(
+            dir.path().join("store").join(shard("chunks", &small_id)),
+            &frame,
+        )
+        .unwrap();
+        let mut roomy = Vec::with_capacity(4 << 20);
+        let packed = store
+            .get_packed_in(&small_id, small.len(), Vec::with_capacity(4 << 20))
+            .unwrap();
+        let err = store
+            .unpack_into(&small_id, small.len(), &packed, &mut roomy)
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("is corrupt"), "{err:#}");
+    }
 }
