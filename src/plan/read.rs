@@ -542,12 +542,16 @@ fn compare(
             }
         }
         Some(chunks) => {
+            // One buffer for every chunk read (on a blank target these are most of its
+            // chunks: the snapshot's zero chunks are checked one by one).
+            let mut bytes = Vec::new();
             for &i in chunks {
                 let (start, len) = index.chunk_range(i);
                 let have = match mask.map(|m| m.chunk_use(start, len)) {
                     Some(ChunkUse::Free) => ChunkId::FREE,
                     other => {
-                        let mut bytes = disk.read_vec(offset + start, len)?;
+                        bytes.resize(len as usize, 0);
+                        disk.read_at(&mut bytes, offset + start)?;
                         if let Some(ChunkUse::Partial(free)) = other {
                             for (s, l) in free {
                                 bytes[s as usize..(s + l) as usize].fill(0);
