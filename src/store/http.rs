@@ -134,6 +134,7 @@ impl HttpBackend {
         method: reqwest::Method,
         key: &str,
         max: u64,
+        mut body: Vec<u8>,
     ) -> Result<Option<Vec<u8>>, BackendError> {
         let url = self.url(key);
         let head = method == reqwest::Method::HEAD;
@@ -186,7 +187,9 @@ impl HttpBackend {
             }
             let allowed =
                 deadline + Duration::from_secs(expected.unwrap_or(max).min(max) / MIN_RATE);
-            let mut body = Vec::with_capacity(expected.unwrap_or(0) as usize);
+            // The caller's buffer (a recycled one keeps its allocation).
+            body.clear();
+            body.reserve(expected.unwrap_or(0) as usize);
             let read = async {
                 while let Some(part) = resp.chunk().await.map_err(|e| transport(e, &url))? {
                     if (body.len() + part.len()) as u64 > max {
@@ -234,7 +237,7 @@ impl HttpBackend {
                     self.describe()
                 );
             }
-            let page = match self.request(reqwest::Method::GET, &dir, MAX_PAGE) {
+            let page = match self.request(reqwest::Method::GET, &dir, MAX_PAGE, Vec::new()) {
                 Ok(page) => page.unwrap_or_default(),
                 Err(BackendError::NotFound(_)) => continue,
                 Err(BackendError::Other(e)) => return Err(e),
@@ -297,8 +300,16 @@ impl Backend for HttpBackend {
 
     fn get(&self, key: &str, max: u64) -> Result<Vec<u8>, BackendError> {
         Ok(self
-            .request(reqwest::Method::GET, key, max)?
+            .request(reqwest::Method::GET, key, max, Vec::new())?
             .unwrap_or_default())
+    }
+
+    fn get_into(&self, key: &str, max: u64, buf: &mut Vec<u8>) -> Result<(), BackendError> {
+        let body = std::mem::take(buf);
+        *buf = self
+            .request(reqwest::Method::GET, key, max, body)?
+            .unwrap_or_default();
+        Ok(())
     }
 
     fn put(&self, _key: &str, _data: &[u8]) -> Result<()> {
@@ -334,7 +345,7 @@ impl Backend for HttpBackend {
     }
 
     fn exists(&self, key: &str) -> Result<bool> {
-        match self.request(reqwest::Method::HEAD, key, 0) {
+        match self.request(reqwest::Method::HEAD, key, 0, Vec::new()) {
             Ok(_) => Ok(true),
             Err(BackendError::NotFound(_)) => Ok(false),
             Err(BackendError::Other(e)) => Err(e),
@@ -349,7 +360,7 @@ impl Backend for HttpBackend {
 
     fn folder_page(&self, folder: &str) -> Option<Vec<String>> {
         let page = self
-            .request(reqwest::Method::GET, folder, MAX_SHARD_PAGE)
+            .request(reqwest::Method::GET, folder, MAX_SHARD_PAGE, Vec::new())
             .ok()
             .flatten()?;
         Some(

@@ -137,6 +137,12 @@ impl Backend for Retrying {
         self.run(&format!("reading {key}"), || self.inner.get(key, max))
     }
 
+    fn get_into(&self, key: &str, max: u64, buf: &mut Vec<u8>) -> Result<(), BackendError> {
+        self.run(&format!("reading {key}"), || {
+            self.inner.get_into(key, max, buf)
+        })
+    }
+
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
         // Safe to repeat: every object is either content-addressed or written whole.
         self.run(&format!("writing {key}"), || {
