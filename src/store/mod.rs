@@ -40,22 +40,30 @@ const MAX_INDEX_BODY: u64 = 1 << 30;
 /// The largest content-addressed object: a chunk is at most 16 MiB, a used-space map 64 MiB.
 pub const MAX_OBJECT: u64 = 64 << 20;
 
-/// zstd at ZSTD_LEVEL, with one compression context per thread: a context holds megabytes of
-/// tables, and making one per chunk cost an allocation each time (under musl's allocator, a
-/// fresh mapping faulted in page by page). The output is the same as a new context's.
-fn compress(data: &[u8]) -> Result<Vec<u8>> {
+/// Compresses `data` with zstd at ZSTD_LEVEL and hands the frame to `f`. Each thread keeps
+/// one compression context and one output buffer: a context holds megabytes of tables, and
+/// making it and the output afresh per chunk cost allocations each time (under musl's
+/// allocator, fresh mappings faulted in page by page). The frame is the same as a new
+/// context's.
+fn with_compressed<T>(data: &[u8], f: impl FnOnce(&[u8]) -> Result<T>) -> Result<T> {
     thread_local! {
         static CCTX: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
             const { std::cell::RefCell::new(None) };
+        static OUT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    CCTX.with_borrow_mut(|c| {
-        let c = match c {
-            Some(c) => c,
-            None => c.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
-        };
-        c.compress(data)
+    OUT.with_borrow_mut(|out| {
+        out.clear();
+        out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+        CCTX.with_borrow_mut(|c| {
+            let c = match c {
+                Some(c) => c,
+                None => c.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+            };
+            c.compress_to_buffer(data, out)
+        })
+        .context("compressing a chunk")?;
+        f(out)
     })
-    .context("compressing a chunk")
 }
 
 /// The most a zstd frame of `len` bytes may take when stored.
@@ -239,33 +247,34 @@ impl Store {
     /// damaged one is written again.
     pub fn put_chunk(&self, id: &ChunkId, data: &[u8], verify: bool) -> Result<Stored> {
         let key = shard("chunks", id);
-        let mut packed = None;
         let damage = match self.backend.size(&key)? {
             None => None,
             Some(size) => match self.chunk_problem(id, &key, size, data.len() as u64, verify) {
                 // Without cheap range reads (S3) the frame cannot be walked: the object must
                 // be exactly as long as this chunk compresses to (zstd is deterministic).
                 None if !verify && !self.backend.reads_ranges() => {
-                    let p = compress(data)?;
-                    if p.len() as u64 == size {
-                        return Ok(Stored::Existed);
-                    }
-                    let why = format!("it is {size} bytes, the chunk compresses to {}", p.len());
-                    packed = Some(p);
-                    Some(why)
+                    return with_compressed(data, |packed| {
+                        if packed.len() as u64 == size {
+                            return Ok(Stored::Existed);
+                        }
+                        self.backend.put(&key, packed)?;
+                        let why = format!(
+                            "it is {size} bytes, the chunk compresses to {}",
+                            packed.len()
+                        );
+                        Ok(Stored::Repaired(packed.len() as u64, why))
+                    });
                 }
                 None => return Ok(Stored::Existed),
                 Some(why) => Some(why),
             },
         };
-        let packed = match packed {
-            Some(p) => p,
-            None => compress(data)?,
-        };
-        self.backend.put(&key, &packed)?;
-        Ok(match damage {
-            None => Stored::Written(packed.len() as u64),
-            Some(why) => Stored::Repaired(packed.len() as u64, why),
+        with_compressed(data, |packed| {
+            self.backend.put(&key, packed)?;
+            Ok(match damage {
+                None => Stored::Written(packed.len() as u64),
+                Some(why) => Stored::Repaired(packed.len() as u64, why),
+            })
         })
     }
 
@@ -475,8 +484,7 @@ impl Store {
             Some(_) => true,
         };
         if !sound {
-            let packed = compress(&body)?;
-            self.backend.put(&key, &packed)?;
+            with_compressed(&body, |packed| self.backend.put(&key, packed))?;
         }
         Ok(id)
     }
@@ -884,7 +892,8 @@ mod tests {
 
         // A hostile store answers the small chunk's key with a short frame of 1 MiB: the
         // recycled buffer has room for what it unpacks to, but the chunk is refused as corrupt.
-        let frame = compress(&b"0123456789abcdef".repeat(1 << 16)).unwrap();
+        let frame =
+            with_compressed(&b"0123456789abcdef".repeat(1 << 16), |f| Ok(f.to_vec())).unwrap();
         assert!(frame.len() < small.len());
         std::fs::write(
             dir.path().join("store").join(shard("chunks", &small_id)),
