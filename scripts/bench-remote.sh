@@ -8,6 +8,8 @@
 # so restore's rate is compared with what that server delivers in the same run.
 # PIN=1 runs the servers on the last core and curl and restore on the others (taskset), as
 # on two machines, so a server does not compete with its client for the same cores.
+# BIN=PATH measures that restore binary (bench-all.sh passes the static one that ships);
+# without it, `cargo build --release` here.
 # Every run starts with a cold page cache (needs root for drop_caches; without it the
 # figures are warm-cache ones and the script says so); a restore goes onto a fresh blank
 # target and is compared with the original.
@@ -18,8 +20,12 @@ ensure_rust
 ensure_commands sgdisk:gdisk mkfs.ext4:e2fsprogs cmp:diffutils curl:curl
 ensure_python_servers
 ensure_ceph
-cargo build --release --locked --quiet
-R=$PWD/target/release/restore
+if [ -n "${BIN:-}" ]; then
+    R=$(realpath "$BIN")
+else
+    cargo build --release --locked --quiet
+    R=$PWD/target/release/restore
+fi
 RGW_SH=$PWD/scripts/rgw.sh
 W=${1:-$(mktemp -d /tmp/restore-bench.XXXXXX)}
 JOBS=${JOBS:-16}
