@@ -239,24 +239,39 @@ impl Backend for S3Backend {
     }
 
     fn get(&self, key: &str, max: u64) -> Result<Vec<u8>, BackendError> {
+        let mut body = Vec::new();
+        self.get_into(key, max, &mut body)?;
+        Ok(body)
+    }
+
+    /// The body is copied into `buf` part by part as it arrives: a recycled buffer costs a
+    /// copy, where collecting the parts afresh cost an allocation per object (under musl, a
+    /// mapping faulted in page by page).
+    fn get_into(&self, key: &str, max: u64, buf: &mut Vec<u8>) -> Result<(), BackendError> {
         let (s3, path) = (self.s3.clone(), self.path(key));
+        let mut body = std::mem::take(buf);
         // On the runtime's thread (remote::run_on); what failed is classified here.
         let got = run_on(&self.rt, async move {
             let got = s3.get(&path).await?;
             if got.meta.size > max {
                 return Ok(Err(got.meta.size));
             }
-            let bytes = got.bytes().await?;
-            if bytes.len() as u64 > max {
-                return Ok(Err(bytes.len() as u64));
+            body.clear();
+            body.reserve(got.meta.size as usize);
+            let mut parts = got.into_stream();
+            while let Some(part) = parts.try_next().await? {
+                if (body.len() + part.len()) as u64 > max {
+                    return Ok(Err((body.len() + part.len()) as u64));
+                }
+                body.extend_from_slice(&part);
             }
-            Ok(Ok(bytes))
+            Ok(Ok(body))
         })
         .map_err(BackendError::Other)?
         .map_err(|e| self.classify(e, key))?
         .map_err(|size| BackendError::Other(anyhow!(super::backend::too_large(key, size, max))))?;
-        // The body as collected, without a copy (it is the only handle on it).
-        Ok(Vec::from(got))
+        *buf = got;
+        Ok(())
     }
 
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
